@@ -1,0 +1,188 @@
+import { join } from 'node:path'
+import { createConnection } from 'node:net'
+import { TypedEventEmitter } from 'main-event'
+import { AbortError, ControlConnectionError, NoDaemonError, TimeoutError } from '../errors.js'
+import { defaultHome, defaultName, personaDir } from '../identity.js'
+import { CONTROL_SOCKET, errorFromWire, LineSplitter, MAX_CONTROL_LINE } from './wire.js'
+import type { Mesh, MeshEvents, MeshStatus } from '../mesh.js'
+import type { RequestOptions } from '../rpc/index.js'
+import type { WireError } from './wire.js'
+import type { JsonValue } from '@persona-mesh/protocol'
+import type { Socket } from 'node:net'
+
+export interface ConnectMeshOptions {
+  /** @default $PMESH_NAME or 'default' */
+  name?: string
+  /** @default $PMESH_HOME or ~/.persona-mesh */
+  home?: string
+  /** Connect to this socket instead of the persona's `control.sock`. */
+  socketPath?: string
+  /** How long to wait for the daemon to accept. @default 5000 */
+  timeout?: number
+  signal?: AbortSignal
+}
+
+export interface CallOptions {
+  signal?: AbortSignal
+  /** Give up after this long (the daemon is told to cancel). @default none: the daemon's own deadlines apply */
+  timeout?: number
+}
+
+/** A `Mesh` served by a running daemon over its control socket. */
+export interface RemoteMesh extends Mesh {
+  readonly socketPath: string
+  /** Call a control method by name (the typed methods wrap this). */
+  call<T = unknown>(method: string, params?: object, options?: CallOptions): Promise<T>
+  /** Disconnect from the daemon (the daemon keeps running). */
+  close(): void
+}
+
+interface Waiter {
+  resolve(value: unknown): void
+  reject(err: Error): void
+}
+
+class ControlClient extends TypedEventEmitter<MeshEvents> implements RemoteMesh {
+  private nextId = 0
+  private readonly waiters = new Map<number, Waiter>()
+  private closedError?: Error
+
+  /** Known once the daemon answered `status` (see `connectMesh`). */
+  peerId = ''
+  name = ''
+
+  constructor (readonly socketPath: string, private readonly socket: Socket) {
+    super()
+    this.listen()
+  }
+
+  private listen (): void {
+    const splitter = new LineSplitter(MAX_CONTROL_LINE)
+    this.socket.setEncoding('utf8')
+    this.socket.on('data', (chunk: string) => {
+      let lines: string[]
+      try {
+        lines = splitter.push(chunk)
+      } catch (err) {
+        this.shutdown(new ControlConnectionError((err as Error).message))
+        return
+      }
+      for (const line of lines) this.receive(line)
+    })
+    this.socket.on('error', (err) => { this.shutdown(new ControlConnectionError(`control connection failed: ${err.message}`)) })
+    this.socket.on('close', () => { this.shutdown(new ControlConnectionError('the daemon closed the control connection (did it stop?)')) })
+  }
+
+  private receive (line: string): void {
+    let message: { id?: unknown, result?: unknown, error?: WireError, method?: unknown, params?: { type?: string, detail?: unknown } }
+    try {
+      message = JSON.parse(line)
+    } catch {
+      return
+    }
+    if (message.method === 'event' && message.params?.type !== undefined) {
+      this.dispatchEvent(new CustomEvent(message.params.type, { detail: message.params.detail }))
+      return
+    }
+    if (typeof message.id !== 'number') return
+    const waiter = this.waiters.get(message.id)
+    if (waiter === undefined) return
+    this.waiters.delete(message.id)
+    if (message.error !== undefined) waiter.reject(errorFromWire(message.error))
+    else waiter.resolve(message.result)
+  }
+
+  private shutdown (err: Error): void {
+    if (this.closedError !== undefined) return
+    this.closedError = err
+    const waiters = [...this.waiters.values()]
+    this.waiters.clear()
+    for (const waiter of waiters) waiter.reject(err)
+    this.socket.destroy()
+  }
+
+  async call<T = unknown> (method: string, params: object = {}, options: CallOptions = {}): Promise<T> {
+    if (this.closedError !== undefined) throw this.closedError
+    const id = ++this.nextId
+    const { promise, resolve, reject } = Promise.withResolvers<unknown>()
+    this.waiters.set(id, { resolve, reject })
+    const signals: AbortSignal[] = []
+    if (options.signal !== undefined) signals.push(options.signal)
+    if (options.timeout !== undefined) signals.push(AbortSignal.timeout(options.timeout))
+    const signal = signals.length > 0 ? AbortSignal.any(signals) : undefined
+    const onAbort = (): void => {
+      if (!this.waiters.delete(id)) return
+      this.socket.write(`${JSON.stringify({ jsonrpc: '2.0', method: '$/cancel', params: { id } })}\n`)
+      reject(options.signal?.aborted === true ? new AbortError(`${method} aborted`) : new TimeoutError(`${method} did not finish within ${options.timeout} ms`))
+    }
+    signal?.addEventListener('abort', onAbort, { once: true })
+    try {
+      if (signal?.aborted === true) onAbort()
+      else this.socket.write(`${JSON.stringify({ jsonrpc: '2.0', id, method, params })}\n`)
+      return await promise as T
+    } finally {
+      signal?.removeEventListener('abort', onAbort)
+    }
+  }
+
+  async status (): Promise<MeshStatus> {
+    return this.call<MeshStatus>('status')
+  }
+
+  async dial (multiaddr: string, options: { signal?: AbortSignal } = {}): Promise<void> {
+    await this.call('dial', { multiaddr }, options)
+  }
+
+  async request (peer: string, method: string, body: JsonValue, options: RequestOptions = {}): Promise<JsonValue> {
+    const params: Record<string, unknown> = { peer, method, body }
+    if (options.timeout !== undefined) params.timeout = options.timeout
+    return this.call<JsonValue>('request', params, options.signal !== undefined ? { signal: options.signal } : {})
+  }
+
+  close (): void {
+    this.shutdown(new ControlConnectionError('control connection closed'))
+  }
+}
+
+/** Path of a persona's control socket. */
+export function controlSocketPath (name: string, home: string): string {
+  return join(personaDir(home, name), CONTROL_SOCKET)
+}
+
+/**
+ * Attach to the running daemon of a persona. Throws `NoDaemonError` (with the command that
+ * starts one) when nothing is listening.
+ */
+export async function connectMesh (options: ConnectMeshOptions = {}): Promise<RemoteMesh> {
+  const name = options.name ?? defaultName()
+  const home = options.home ?? defaultHome()
+  const path = options.socketPath ?? controlSocketPath(name, home)
+  const socket = createConnection(path)
+  const timeout = options.timeout ?? 5000
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => { socket.destroy(); reject(new TimeoutError(`daemon of persona ${name} did not accept within ${timeout} ms`)) }, timeout)
+    const onAbort = (): void => { socket.destroy(); reject(new AbortError('connect aborted')) }
+    options.signal?.addEventListener('abort', onAbort, { once: true })
+    socket.once('connect', () => { clearTimeout(timer); options.signal?.removeEventListener('abort', onAbort); resolve() })
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer)
+      options.signal?.removeEventListener('abort', onAbort)
+      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
+        reject(new NoDaemonError(`no node running for persona ${name}; start one with: pmesh start --name ${name}`))
+      } else {
+        reject(new ControlConnectionError(`cannot connect to ${path}: ${err.message}`))
+      }
+    })
+  })
+  const client = new ControlClient(path, socket)
+  try {
+    const status = await client.call<MeshStatus>('status', {}, { timeout })
+    client.peerId = status.peerId
+    client.name = status.name
+    await client.call('events.subscribe', {}, { timeout })
+  } catch (err) {
+    client.close()
+    throw err
+  }
+  return client
+}

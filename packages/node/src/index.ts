@@ -1,0 +1,24 @@
+/**
+ * @packageDocumentation
+ *
+ * A Persona Mesh node: one libp2p host per persona with the mesh services on it.
+ *
+ * @example
+ * ```ts
+ * import { createMeshNode } from '@persona-mesh/node'
+ *
+ * const aria = await createMeshNode({ name: 'aria', mdns: false })
+ * aria.handle('echo', body => body)
+ * ```
+ */
+// must come first: libp2p needs these built-ins on Node 20
+import './polyfill.js'
+
+export { createMeshNode, DEFAULT_LISTEN, type MeshNode, type MeshNodeInit } from './mesh-node.js'
+export type { Mesh, MeshEvents, MeshStatus } from './mesh.js'
+export type { RpcHandler, RpcContext, HandleOptions, RequestOptions } from './rpc/index.js'
+export { defaultHome, defaultName, personaDir, validateName, loadOrCreateIdentity, DEFAULT_NAME } from './identity.js'
+export * from './errors.js'
+export { serveControl, type ControlServer } from './control/server.js'
+export { connectMesh, controlSocketPath, type ConnectMeshOptions, type RemoteMesh, type CallOptions } from './control/client.js'
+export { CONTROL_SOCKET } from './control/wire.js'

@@ -1,0 +1,250 @@
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { bootstrap } from '@libp2p/bootstrap'
+import { identify } from '@libp2p/identify'
+import { logger } from '@libp2p/logger'
+import { mdns } from '@libp2p/mdns'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import { TypedEventEmitter } from 'main-event'
+import { InvalidArgumentError, NotStartedError, PeerUnreachableError } from './errors.js'
+import { defaultHome, defaultName, loadOrCreateIdentity, personaDir, validateName } from './identity.js'
+import { RpcService } from './rpc/index.js'
+import type { Mesh, MeshEvents, MeshStatus } from './mesh.js'
+import type { HandleOptions, RequestOptions, RpcHandler } from './rpc/index.js'
+import type { Libp2p, PeerDiscovery, PeerId, PrivateKey } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import type { JsonValue } from '@persona-mesh/protocol'
+
+const log = logger('persona-mesh:node')
+
+/** Listen on every IPv4 interface, on a port the OS picks. */
+export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0']
+/** How long a dial to a discovered or bootstrap peer may take. */
+export const DEFAULT_DIAL_TIMEOUT_MS = 10_000
+/** Methods under this prefix are the mesh's own. */
+export const RESERVED_PREFIX = 'mesh.'
+
+export interface MeshNodeInit {
+  /** The persona's name; names its data directory. @default $PMESH_NAME or 'default' */
+  name?: string
+  /** Where personas keep their data. @default $PMESH_HOME or ~/.persona-mesh */
+  home?: string
+  /** Multiaddrs to listen on. @default ['/ip4/0.0.0.0/tcp/0'] */
+  listen?: string[]
+  /** Multiaddrs (with `/p2p/<PeerId>`) of peers to join through. @default [] */
+  bootstrap?: string[]
+  /**
+   * Find peers on the local network with mDNS and dial them. Multicast leaves the machine:
+   * turn it off where that is not wanted. @default true
+   */
+  mdns?: boolean
+  /** Use this key instead of the persona's `identity.key` (tests, embedding). */
+  privateKey?: PrivateKey
+  /** Start listening before returning. @default true */
+  start?: boolean
+  rpc?: {
+    /** @default 262144 */
+    maxFrameSize?: number
+    /** Default request timeout in ms. @default 30000 */
+    defaultTimeout?: number
+    /** @default 4 */
+    streamsPerPeer?: number
+  }
+}
+
+/**
+ * A persona's node, in this process: the libp2p host and the mesh services on it.
+ *
+ * @example
+ * ```ts
+ * const node = await createMeshNode({ name: 'aria', listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+ * node.handle('echo', body => body)
+ * const answer = await node.request(otherPeerId, 'echo', { hello: 'world' })
+ * await node.stop()
+ * ```
+ */
+export interface MeshNode extends Mesh {
+  readonly dataDir: string
+  readonly libp2p: Libp2p
+  readonly multiaddrs: string[]
+  readonly isStarted: boolean
+  start(): Promise<void>
+  stop(): Promise<void>
+  /** Answer requests for `method` (see `RpcHandler`). */
+  handle(method: string, handler: RpcHandler, options?: HandleOptions): void
+  unhandle(method: string): void
+}
+
+class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode {
+  readonly peerId: string
+  private readonly rpc: RpcService
+  private startedAt = 0
+  private running = false
+  private transition: Promise<void> = Promise.resolve()
+
+  constructor (readonly name: string, readonly dataDir: string, readonly libp2p: Libp2p, init: MeshNodeInit) {
+    super()
+    this.peerId = libp2p.peerId.toString()
+    this.rpc = new RpcService(libp2p, init.rpc)
+    // built-in connectivity check; `mesh.*` methods are reserved for the mesh itself
+    this.rpc.handle('mesh.echo', body => body, { timeout: 5000, maxConcurrent: 32 })
+    libp2p.addEventListener('peer:connect', (evt) => {
+      this.safeDispatch('peer:connect', evt.detail.toString())
+    })
+    libp2p.addEventListener('peer:disconnect', (evt) => {
+      this.safeDispatch('peer:disconnect', evt.detail.toString())
+    })
+    libp2p.addEventListener('peer:discovery', (evt) => {
+      const { id } = evt.detail
+      if (id.equals(libp2p.peerId) || libp2p.getConnections(id).length > 0) return
+      // discovered is not connected: dial, or the peer stays a stranger
+      libp2p.dial(id, { signal: AbortSignal.timeout(DEFAULT_DIAL_TIMEOUT_MS) }).catch((err: Error) => {
+        log('could not dial discovered peer %p: %s', id, err.message)
+      })
+    })
+  }
+
+  private safeDispatch<K extends keyof MeshEvents> (type: K, detail: MeshEvents[K]['detail']): void {
+    try {
+      this.dispatchEvent(new CustomEvent(type, { detail }))
+    } catch (err) {
+      log.error('listener for %s threw: %e', type, err)
+    }
+  }
+
+  get isStarted (): boolean {
+    return this.running
+  }
+
+  get multiaddrs (): string[] {
+    return this.libp2p.getMultiaddrs().map(ma => ma.toString())
+  }
+
+  async start (): Promise<void> {
+    this.transition = this.transition.then(async () => {
+      if (this.running) return
+      await this.libp2p.start()
+      await this.rpc.start()
+      this.startedAt = Date.now()
+      this.running = true
+      log('started %s as %s on %s', this.name, this.peerId, this.multiaddrs.join(', '))
+    })
+    await this.transition
+  }
+
+  async stop (): Promise<void> {
+    this.transition = this.transition.catch(() => {}).then(async () => {
+      if (!this.running) return
+      this.running = false
+      await this.rpc.stop()
+      await this.libp2p.stop()
+      this.startedAt = 0
+      log('stopped %s', this.name)
+    })
+    await this.transition
+  }
+
+  async status (): Promise<MeshStatus> {
+    const peers = this.running ? this.libp2p.getPeers().map(p => p.toString()) : []
+    return {
+      peerId: this.peerId,
+      name: this.name,
+      multiaddrs: this.running ? this.multiaddrs : [],
+      running: this.running,
+      startedAt: this.startedAt,
+      connections: this.running ? this.libp2p.getConnections().length : 0,
+      peers
+    }
+  }
+
+  async dial (address: string, options: { signal?: AbortSignal } = {}): Promise<void> {
+    this.assertRunning()
+    const ma = parseMultiaddr(address)
+    try {
+      await this.libp2p.dial(ma, { signal: options.signal ?? AbortSignal.timeout(DEFAULT_DIAL_TIMEOUT_MS) })
+    } catch (err) {
+      throw new PeerUnreachableError(`cannot dial ${address}: ${(err as Error).message}`)
+    }
+  }
+
+  handle (method: string, handler: RpcHandler, options?: HandleOptions): void {
+    if (method.startsWith(RESERVED_PREFIX)) {
+      throw new InvalidArgumentError(`method names starting with ${RESERVED_PREFIX} are reserved for the mesh`)
+    }
+    this.rpc.handle(method, handler, options)
+  }
+
+  unhandle (method: string): void {
+    this.rpc.unhandle(method)
+  }
+
+  async request (peer: string | PeerId, method: string, body: JsonValue, options?: RequestOptions): Promise<JsonValue> {
+    this.assertRunning()
+    return this.rpc.request(toTarget(peer), method, body, options)
+  }
+
+  private assertRunning (): void {
+    if (!this.running) throw new NotStartedError(`node ${this.name} is not running`)
+  }
+}
+
+function parseMultiaddr (address: string): Multiaddr {
+  try {
+    return multiaddr(address)
+  } catch (err) {
+    throw new InvalidArgumentError(`not a multiaddr: ${address} (${(err as Error).message})`)
+  }
+}
+
+function toTarget (peer: string | PeerId): PeerId | Multiaddr {
+  if (typeof peer !== 'string') return peer
+  if (peer.startsWith('/')) return parseMultiaddr(peer)
+  try {
+    return peerIdFromString(peer)
+  } catch {
+    throw new InvalidArgumentError(`not a PeerId or multiaddr: ${peer}`)
+  }
+}
+
+/** Create a persona's node (started unless `start: false`). The identity is loaded from, or created in, its data directory. */
+export async function createMeshNode (init: MeshNodeInit = {}): Promise<MeshNode> {
+  const name = validateName(init.name ?? defaultName())
+  const dataDir = personaDir(init.home ?? defaultHome(), name)
+  const privateKey = init.privateKey ?? (await loadOrCreateIdentity(dataDir)).privateKey
+  for (const addr of [...(init.listen ?? []), ...(init.bootstrap ?? [])]) parseMultiaddr(addr)
+
+  const peerDiscovery: Array<(components: any) => PeerDiscovery> = []
+  if (init.bootstrap !== undefined && init.bootstrap.length > 0) {
+    peerDiscovery.push(bootstrap({ list: init.bootstrap, timeout: 0 }))
+  }
+  if (init.mdns ?? true) {
+    peerDiscovery.push(mdns())
+  }
+  const libp2p = await createLibp2p({
+    privateKey,
+    start: false,
+    addresses: { listen: init.listen ?? DEFAULT_LISTEN },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    peerDiscovery,
+    connectionManager: {
+      // many personas on one host all dial from one IP; the default (5/s) refuses them
+      inboundConnectionThreshold: 100,
+      maxConnections: 300
+    },
+    services: {
+      identify: identify(),
+      ping: ping({ maxInboundStreams: 32, maxOutboundStreams: 32 })
+    }
+  })
+  const node = new DefaultMeshNode(name, dataDir, libp2p, init)
+  if (init.start ?? true) {
+    await node.start()
+  }
+  return node
+}

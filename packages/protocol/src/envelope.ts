@@ -1,0 +1,91 @@
+import { z } from 'zod'
+import { DEFAULT_MESSAGE_TTL_MS, MAX_METHOD_LENGTH, WIRE_VERSION } from './constants.js'
+import { newId, newTrace, PeerIdStringSchema, TraceSchema, UlidSchema } from './ids.js'
+import type { JsonValue } from './json.js'
+
+export const MESSAGE_KINDS = [
+  'message',
+  'request',
+  'response',
+  'nack',
+  'task.delegate',
+  'task.status',
+  'task.result',
+  'task.cancel',
+  'broadcast'
+] as const
+
+export const MessageKindSchema = z.enum(MESSAGE_KINDS)
+export type MessageKind = z.infer<typeof MessageKindSchema>
+
+export const PRIORITIES = ['low', 'normal', 'high'] as const
+export const PrioritySchema = z.enum(PRIORITIES)
+export type Priority = z.infer<typeof PrioritySchema>
+
+const Timestamp = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)
+
+/** A recipient: a PeerId for direct messages, `topic:<name>` for broadcasts. */
+export const RecipientSchema = z.string().min(1).max(MAX_METHOD_LENGTH + 6)
+
+/**
+ * The one envelope every durable message travels in (DESIGN §5). Signed by `from` when sealed,
+ * so provenance survives store-and-forward.
+ */
+export const EnvelopeSchema = z.strictObject({
+  v: z.literal(WIRE_VERSION),
+  id: UlidSchema,
+  kind: MessageKindSchema,
+  from: PeerIdStringSchema,
+  to: RecipientSchema,
+  thread: z.string().min(1).max(128).optional(),
+  replyTo: UlidSchema.optional(),
+  trace: TraceSchema,
+  hop: z.number().int().min(0).max(255),
+  priority: PrioritySchema,
+  seq: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  createdAt: Timestamp,
+  expiresAt: Timestamp,
+  body: z.json()
+}).refine(e => e.expiresAt >= e.createdAt, { message: 'expiresAt is before createdAt', path: ['expiresAt'] })
+
+export type MessageEnvelope = Omit<z.infer<typeof EnvelopeSchema>, 'body'> & { body: JsonValue }
+
+export interface EnvelopeInit {
+  kind?: MessageKind
+  from: string
+  to: string
+  body: JsonValue
+  seq: number
+  id?: string
+  thread?: string
+  replyTo?: string
+  trace?: string
+  hop?: number
+  priority?: Priority
+  /** @default now */
+  createdAt?: number
+  /** Lifetime in ms. @default 7 days */
+  ttl?: number
+}
+
+/** Fill in the defaults of a new envelope: id, version, times, trace, priority. */
+export function createEnvelope (init: EnvelopeInit): MessageEnvelope {
+  const createdAt = init.createdAt ?? Date.now()
+  const envelope: MessageEnvelope = {
+    v: WIRE_VERSION,
+    id: init.id ?? newId(),
+    kind: init.kind ?? 'message',
+    from: init.from,
+    to: init.to,
+    trace: init.trace ?? newTrace(),
+    hop: init.hop ?? 0,
+    priority: init.priority ?? 'normal',
+    seq: init.seq,
+    createdAt,
+    expiresAt: createdAt + (init.ttl ?? DEFAULT_MESSAGE_TTL_MS),
+    body: init.body
+  }
+  if (init.thread !== undefined) envelope.thread = init.thread
+  if (init.replyTo !== undefined) envelope.replyTo = init.replyTo
+  return envelope
+}

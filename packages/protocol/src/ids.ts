@@ -1,0 +1,45 @@
+import { randomBytes } from '@libp2p/crypto'
+import { isValid, monotonicFactory } from 'ulid'
+import { toString as bytesToString } from 'uint8arrays/to-string'
+import { z } from 'zod'
+
+const nextUlid = monotonicFactory()
+
+/** A new ULID: sortable by creation time, strictly increasing within this process. */
+export function newId (): string {
+  return nextUlid()
+}
+
+export function isUlid (value: string): boolean {
+  return value.length === 26 && isValid(value)
+}
+
+export const UlidSchema = z.string().length(26).refine(isUlid, 'not a ULID')
+
+/** A libp2p PeerId in its string form (base58btc multihash or CIDv1). Checked strictly where it matters: at the signer. */
+export const PeerIdStringSchema = z.string().regex(/^(?:[1-9A-HJ-NP-Za-km-z]{40,64}|b[a-z2-7]{50,80})$/, 'not a PeerId')
+
+const TRACEPARENT = /^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/
+
+/** A W3C `traceparent` (version 00): `00-<trace-id>-<parent-id>-<flags>`. */
+export const TraceSchema = z.string().regex(TRACEPARENT, 'not a W3C traceparent')
+
+function hex (bytes: Uint8Array): string {
+  return bytesToString(bytes, 'base16')
+}
+
+/** Start a new trace: a fresh trace id and span id, sampled. */
+export function newTrace (): string {
+  return `00-${hex(randomBytes(16))}-${hex(randomBytes(8))}-01`
+}
+
+/** A child span in the same trace: same trace id, fresh span id. */
+export function childTrace (parent: string): string {
+  const traceId = parent.slice(3, 35)
+  return `00-${traceId}-${hex(randomBytes(8))}-01`
+}
+
+/** The 32-hex trace id of a traceparent. */
+export function traceId (trace: string): string {
+  return trace.slice(3, 35)
+}

@@ -1,0 +1,34 @@
+/**
+ * @packageDocumentation
+ *
+ * Persona Mesh wire formats. Pure: no I/O, no timers.
+ *
+ * @example
+ * ```ts
+ * import { createEnvelope, sealEnvelope, openEnvelope } from '@persona-mesh/protocol'
+ *
+ * const envelope = createEnvelope({ from: peerId.toString(), to: other.toString(), body: { text: 'hi' }, seq: 1 })
+ * const bytes = await sealEnvelope(envelope, privateKey)
+ * const { envelope: verified } = await openEnvelope(bytes) // throws on a bad signature, expiry, …
+ * ```
+ */
+export * from './constants.js'
+export * from './errors.js'
+export * from './nack.js'
+export { canonicalEncode, canonicalStringify, jsonDepth, parseJson, type JsonValue } from './json.js'
+export { newId, isUlid, newTrace, childTrace, traceId, UlidSchema, PeerIdStringSchema, TraceSchema } from './ids.js'
+export {
+  createEnvelope,
+  EnvelopeSchema,
+  MessageKindSchema,
+  PrioritySchema,
+  MESSAGE_KINDS,
+  PRIORITIES,
+  type EnvelopeInit,
+  type MessageEnvelope,
+  type MessageKind,
+  type Priority
+} from './envelope.js'
+export { sealEnvelope, openEnvelope, decodeVersioned, type SealOptions, type OpenOptions, type OpenedEnvelope } from './seal.js'
+export { sealPayload, openPayload, type OpenedPayload } from './signed.js'
+export * from './rpc.js'

@@ -1,0 +1,103 @@
+import { MAX_JSON_DEPTH } from './constants.js'
+import { MalformedMessageError } from './errors.js'
+
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue }
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder('utf-8', { fatal: true })
+
+/**
+ * Canonical JSON (RFC 8785 style): object keys sorted by UTF-16 code units, no whitespace,
+ * numbers as ECMAScript prints them, `undefined` members omitted. The same value always gives
+ * the same string, so signatures over it are reproducible.
+ */
+export function canonicalStringify (value: unknown, maxDepth: number = MAX_JSON_DEPTH): string {
+  return write(value, 0, maxDepth)
+}
+
+export function canonicalEncode (value: unknown, maxDepth: number = MAX_JSON_DEPTH): Uint8Array {
+  return encoder.encode(canonicalStringify(value, maxDepth))
+}
+
+function write (value: unknown, depth: number, maxDepth: number): string {
+  switch (typeof value) {
+    case 'string':
+      return JSON.stringify(value)
+    case 'boolean':
+      return value ? 'true' : 'false'
+    case 'number':
+      if (!Number.isFinite(value)) {
+        throw new MalformedMessageError(`cannot encode non-finite number ${value}`)
+      }
+      return JSON.stringify(value)
+    case 'object': {
+      if (value === null) {
+        return 'null'
+      }
+      if (depth >= maxDepth) {
+        throw new MalformedMessageError(`JSON nesting deeper than ${maxDepth}`)
+      }
+      if (Array.isArray(value)) {
+        return `[${value.map(item => write(item, depth + 1, maxDepth)).join(',')}]`
+      }
+      const record = value as Record<string, unknown>
+      const parts: string[] = []
+      for (const key of Object.keys(record).sort()) {
+        const member = record[key]
+        if (member === undefined) {
+          continue
+        }
+        parts.push(`${JSON.stringify(key)}:${write(member, depth + 1, maxDepth)}`)
+      }
+      return `{${parts.join(',')}}`
+    }
+    default:
+      throw new MalformedMessageError(`cannot encode a ${typeof value} as JSON`)
+  }
+}
+
+/**
+ * How deeply the JSON text nests, counted without building objects. Lets a decoder refuse a
+ * hostile document (`[[[[…`) before `JSON.parse` recurses into it.
+ */
+export function jsonDepth (text: string): number {
+  let depth = 0
+  let max = 0
+  let inString = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (inString) {
+      if (c === 0x5c) { // backslash: skip the escaped character
+        i++
+      } else if (c === 0x22) {
+        inString = false
+      }
+    } else if (c === 0x22) {
+      inString = true
+    } else if (c === 0x7b || c === 0x5b) {
+      depth++
+      if (depth > max) max = depth
+    } else if (c === 0x7d || c === 0x5d) {
+      depth--
+    }
+  }
+  return max
+}
+
+/** Decode UTF-8 JSON bytes, refusing invalid UTF-8, invalid JSON and nesting deeper than `maxDepth`. */
+export function parseJson (data: Uint8Array | string, maxDepth: number = MAX_JSON_DEPTH): unknown {
+  let text: string
+  try {
+    text = typeof data === 'string' ? data : decoder.decode(data)
+  } catch {
+    throw new MalformedMessageError('not valid UTF-8')
+  }
+  if (jsonDepth(text) > maxDepth) {
+    throw new MalformedMessageError(`JSON nesting deeper than ${maxDepth}`)
+  }
+  try {
+    return JSON.parse(text)
+  } catch (err) {
+    throw new MalformedMessageError(`not valid JSON: ${(err as Error).message}`)
+  }
+}

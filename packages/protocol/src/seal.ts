@@ -1,0 +1,77 @@
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX_FRAME_SIZE, WIRE_VERSION } from './constants.js'
+import { EnvelopeSchema } from './envelope.js'
+import { ExpiredError, InvalidSignatureError, MalformedMessageError, UnsupportedVersionError } from './errors.js'
+import { canonicalEncode, parseJson } from './json.js'
+import { openPayload, sealPayload } from './signed.js'
+import type { MessageEnvelope } from './envelope.js'
+import type { PrivateKey } from '@libp2p/interface'
+import type { z } from 'zod'
+
+export interface SealOptions {
+  /** @default MAX_FRAME_SIZE */
+  maxSize?: number
+}
+
+export interface OpenOptions {
+  /** @default MAX_FRAME_SIZE */
+  maxSize?: number
+  /** Clock for the expiry check. @default Date.now() */
+  now?: number
+  /** Skip the expiry check (reading one's own stored envelopes). @default false */
+  allowExpired?: boolean
+}
+
+/** A verified envelope: the signature checks out and its signer is `envelope.from`. */
+export interface OpenedEnvelope {
+  envelope: MessageEnvelope
+  /** The exact bytes that were verified, for storing and forwarding unchanged. */
+  bytes: Uint8Array
+}
+
+/** Validate `frame` (already JSON-parsed) against `schema`, checking the wire version first. */
+export function decodeVersioned<T extends z.ZodType> (schema: T, frame: unknown, what: string): z.infer<T> {
+  if (typeof frame !== 'object' || frame === null || Array.isArray(frame)) {
+    throw new MalformedMessageError(`${what} is not an object`)
+  }
+  const version = (frame as { v?: unknown }).v
+  if (version !== WIRE_VERSION) {
+    throw new UnsupportedVersionError(version, what)
+  }
+  const parsed = schema.safeParse(frame)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]
+    const where = issue?.path.length ? issue.path.join('.') : what
+    throw new MalformedMessageError(`invalid ${what}: ${where}: ${issue?.message ?? 'invalid'}`)
+  }
+  return parsed.data
+}
+
+/**
+ * Sign an envelope with its sender's key. The payload is the canonical encoding of the
+ * envelope, so the same envelope always yields the same signed bytes.
+ */
+export async function sealEnvelope (envelope: MessageEnvelope, privateKey: PrivateKey, options: SealOptions = {}): Promise<Uint8Array> {
+  const checked = decodeVersioned(EnvelopeSchema, envelope, 'envelope')
+  if (checked.from !== peerIdFromPrivateKey(privateKey).toString()) {
+    throw new InvalidSignatureError('an envelope can only be sealed by the key of its sender (`from`)')
+  }
+  return sealPayload(ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, canonicalEncode(envelope), privateKey, options.maxSize ?? MAX_FRAME_SIZE)
+}
+
+/**
+ * Verify and decode a sealed envelope: size, signature, signer == `from`, version, schema, expiry.
+ * Throws `TooLargeError`, `MalformedMessageError`, `InvalidSignatureError`,
+ * `UnsupportedVersionError` or `ExpiredError`.
+ */
+export async function openEnvelope (bytes: Uint8Array, options: OpenOptions = {}): Promise<OpenedEnvelope> {
+  const { payload, signer } = await openPayload(bytes, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, options.maxSize ?? MAX_FRAME_SIZE)
+  const envelope = decodeVersioned(EnvelopeSchema, parseJson(payload), 'envelope') as MessageEnvelope
+  if (envelope.from !== signer) {
+    throw new InvalidSignatureError(`envelope claims to be from ${envelope.from} but is signed by ${signer}`)
+  }
+  if (options.allowExpired !== true && envelope.expiresAt < (options.now ?? Date.now())) {
+    throw new ExpiredError(`envelope ${envelope.id} expired at ${new Date(envelope.expiresAt).toISOString()}`)
+  }
+  return { envelope, bytes }
+}
