@@ -356,7 +356,8 @@ export class RpcService {
       work.catch(() => {}) // settled below, or abandoned after the deadline
       const outcome = await Promise.race([work.then(body => ({ body })), aborted.then(() => undefined)])
       if (outcome === undefined) {
-        if (controller.signal.aborted) return // the caller cancelled or left: nobody to answer
+        // the caller cancelled or left, or this node is stopping (its streams close): nobody to answer
+        if (controller.signal.aborted || this.stopController.signal.aborted) return
         this.reply(channel, nackFrame(frame.id, 'timeout', `handler did not answer within ${timeout} ms`))
         return
       }

@@ -1,0 +1,64 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { Processes } from './processes.js'
+
+describe('pmesh as real processes', () => {
+  const procs = new Processes()
+  afterEach(async () => { await procs.teardown() })
+
+  it('init prints a stable PeerId; two started daemons answer a request through the CLI; SIGTERM exits 0', async () => {
+    const home = await procs.home()
+    const init = await procs.run(['init', '--name', 'aria', '--home', home])
+    expect(init.code).toBe(0)
+    const peerId = init.stdout.trim()
+    expect(peerId).toMatch(/^12D3KooW/)
+    const again = await procs.run(['init', '--name', 'aria', '--home', home, '--json'])
+    expect(JSON.parse(again.stdout)).toMatchObject({ peerId, created: false })
+
+    const aria = await procs.start('aria', home)
+    const kira = await procs.start('kira', home)
+    expect(aria.peerId).toBe(peerId)
+    expect(kira.multiaddrs[0]).toMatch(/^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\//)
+
+    const answer = await procs.run(['request', '--name', 'aria', '--home', home, kira.multiaddrs[0]!, 'mesh.echo', '--body', '{"hello":"kira"}'])
+    expect(answer.stderr).toBe('')
+    expect(answer.code).toBe(0)
+    expect(JSON.parse(answer.stdout)).toEqual({ hello: 'kira' })
+
+    const status = await procs.run(['status', '--name', 'aria', '--home', home, '--json'])
+    expect(status.code).toBe(0)
+    expect(JSON.parse(status.stdout)).toMatchObject({ name: 'aria', peerId, running: true, peers: [kira.peerId] })
+
+    const refused = await procs.run(['request', '--name', 'aria', '--home', home, kira.peerId, 'no.such', '--body', '1'])
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toContain('incapable')
+
+    expect(await procs.stop(aria.child)).toBe(0)
+    expect(await procs.stop(kira.child)).toBe(0)
+  })
+
+  it('exit codes: 3 when no daemon runs, 2 for usage errors and bad JSON', async () => {
+    const home = await procs.home()
+    const none = await procs.run(['status', '--name', 'ghost', '--home', home])
+    expect(none.code).toBe(3)
+    expect(none.stderr).toContain('pmesh start --name ghost')
+
+    const usage = await procs.run(['no-such-command'])
+    expect(usage.code).toBe(2)
+
+    const badName = await procs.run(['init', '--name', '../etc', '--home', home])
+    expect(badName.code).toBe(2)
+
+    await procs.start('aria', home)
+    const badJson = await procs.run(['request', '--name', 'aria', '--home', home, 'x', 'y', '--body', '{nope'])
+    expect(badJson.code).toBe(2)
+    expect(badJson.stderr).toContain('--body is not valid JSON')
+  })
+
+  it('a second daemon for the same persona is refused with a clear message', async () => {
+    const home = await procs.home()
+    await procs.start('aria', home)
+    const second = await procs.start('aria', home).catch(e => e as Error)
+    expect(second).toBeInstanceOf(Error)
+    expect((second as Error).message).toMatch(/already/)
+  })
+})
