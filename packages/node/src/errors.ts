@@ -1,6 +1,6 @@
 import { MeshError } from '@persona-mesh/protocol'
 
-export { MeshError, NackError, TooLargeError, MalformedMessageError, InvalidSignatureError, ExpiredError, UnsupportedVersionError } from '@persona-mesh/protocol'
+export { MeshError, StaleRecordError, NackError, TooLargeError, MalformedMessageError, InvalidSignatureError, ExpiredError, UnsupportedVersionError } from '@persona-mesh/protocol'
 
 /** A request got no answer before its deadline. */
 export class TimeoutError extends MeshError {
@@ -55,4 +55,17 @@ export class AlreadyRunningError extends MeshError {
 /** The control connection to the daemon broke. */
 export class ControlConnectionError extends MeshError {
   override name = 'ControlConnectionError'
+}
+
+/** No such peer, card, message or task. */
+export class NotFoundError extends MeshError {
+  override name = 'NotFoundError'
+}
+
+/** A persona name matches more than one verified card. */
+export class AmbiguousNameError extends MeshError {
+  override name = 'AmbiguousNameError'
+  constructor (readonly nameQuery: string, readonly candidates: Array<{ peerId: string, name: string }>) {
+    super(`the name ${nameQuery} matches ${candidates.length} peers: ${candidates.map(c => c.peerId).join(', ')}; use a PeerId`)
+  }
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { chmod, mkdir, open, readFile, rename, unlink } from 'node:fs/promises'
+import { chmod, link, mkdir, open, readFile, rename, unlink } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
@@ -40,8 +40,8 @@ export function personaDir (home: string, name: string): string {
 
 /**
  * Load the persona's Ed25519 key, creating it on first use. The file is written atomically
- * (temp file + rename) with mode 0600, so a crash never leaves half a key and the PeerId is
- * the same on every restart.
+ * (temp file, then linked into place) with mode 0600, so a crash never leaves half a key, two
+ * racing creators end up with the same key, and the PeerId is the same on every restart.
  */
 export async function loadOrCreateIdentity (dir: string): Promise<{ privateKey: PrivateKey, created: boolean }> {
   await mkdir(dir, { recursive: true, mode: 0o700 })
@@ -60,19 +60,34 @@ export async function loadOrCreateIdentity (dir: string): Promise<{ privateKey: 
     await handle.close()
   }
   try {
-    // link-free "create if absent": if another process won the race, use its key
-    const raced = await readKey(file)
-    if (raced !== undefined) {
-      await unlink(tmp)
+    // "create if absent" must be atomic: a check followed by rename lets two racing creators both
+    // win (rename overwrites) and hand out different keys. link(2) fails with EEXIST instead.
+    if (!await publish(tmp, file)) {
+      const raced = await readKey(file)
+      if (raced === undefined) throw new IdentityError(`identity key ${file} vanished while being created`)
       return { privateKey: raced, created: false }
     }
-    await rename(tmp, file)
-  } catch (err) {
+  } finally {
     await unlink(tmp).catch(() => {})
-    throw err
   }
   await chmod(file, 0o600)
   return { privateKey, created: true }
+}
+
+/** Move `tmp` to `file` unless `file` exists; false if it does. */
+async function publish (tmp: string, file: string): Promise<boolean> {
+  try {
+    await link(tmp, file)
+    return true
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'EEXIST') return false
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw err
+  }
+  // a file system without hard links: best effort, not atomic
+  if (await readKey(file) !== undefined) return false
+  await rename(tmp, file)
+  return true
 }
 
 async function readKey (file: string): Promise<PrivateKey | undefined> {

@@ -14,8 +14,11 @@
 // must come first: libp2p needs these built-ins on Node 20
 import './polyfill.js'
 
-export { createMeshNode, DEFAULT_LISTEN, type MeshNode, type MeshNodeInit } from './mesh-node.js'
-export type { Mesh, MeshEvents, MeshStatus } from './mesh.js'
+export { createMeshNode, DEFAULT_LISTEN, RESERVED_PREFIX, type MeshNode, type MeshNodeInit, type MeshLibp2p } from './mesh-node.js'
+export type { Mesh, MeshEvents, MeshStatus, FindResult, FindOptions, PeerInfo, CardProfile } from './mesh.js'
+export type { VerifiedCard } from './cards/index.js'
+export { searchCards } from './cards/index.js'
+export { capabilityCid } from './cards/card-service.js'
 export type { RpcHandler, RpcContext, HandleOptions, RequestOptions } from './rpc/index.js'
 export { defaultHome, defaultName, personaDir, validateName, loadOrCreateIdentity, DEFAULT_NAME } from './identity.js'
 export * from './errors.js'

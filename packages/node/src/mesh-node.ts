@@ -1,7 +1,10 @@
+import { setMaxListeners } from 'node:events'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { bootstrap } from '@libp2p/bootstrap'
+import { gossipsub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
+import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { logger } from '@libp2p/logger'
 import { mdns } from '@libp2p/mdns'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -10,14 +13,21 @@ import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { TypedEventEmitter } from 'main-event'
-import { InvalidArgumentError, NotStartedError, PeerUnreachableError } from './errors.js'
+import { CARD_PROTOCOL, CapabilityNameSchema, DELIVER_PROTOCOL, KAD_PROTOCOL, RPC_PROTOCOL } from '@persona-mesh/protocol'
+import { CardService, searchCards } from './cards/index.js'
+import { AmbiguousNameError, InvalidArgumentError, NotFoundError, NotStartedError, PeerUnreachableError } from './errors.js'
+import { PeerTable } from './peers/peer-table.js'
 import { defaultHome, defaultName, loadOrCreateIdentity, personaDir, validateName } from './identity.js'
 import { RpcService } from './rpc/index.js'
-import type { Mesh, MeshEvents, MeshStatus } from './mesh.js'
+import type { CardProfile } from './cards/index.js'
+import type { FindOptions, FindResult, Mesh, MeshEvents, MeshStatus } from './mesh.js'
+import type { PeerInfo } from './peers/peer-table.js'
 import type { HandleOptions, RequestOptions, RpcHandler } from './rpc/index.js'
+import type { GossipSub } from '@libp2p/gossipsub'
 import type { Libp2p, PeerDiscovery, PeerId, PrivateKey } from '@libp2p/interface'
+import type { KadDHT } from '@libp2p/kad-dht'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import type { JsonValue } from '@persona-mesh/protocol'
+import type { Card, JsonValue } from '@persona-mesh/protocol'
 
 const log = logger('persona-mesh:node')
 
@@ -44,6 +54,12 @@ export interface MeshNodeInit {
   mdns?: boolean
   /** Use this key instead of the persona's `identity.key` (tests, embedding). */
   privateKey?: PrivateKey
+  /** What this persona's signed card says about it (description, capabilities, …). */
+  card?: CardProfile
+  /** Lifetime of each issued card; re-issued at half-life. @default 3600000 (1 h) */
+  cardLifetime?: number
+  /** Mark a peer offline after it stayed unreachable this long. @default 15000 */
+  offlineAfter?: number
   /** Start listening before returning. @default true */
   start?: boolean
   rpc?: {
@@ -67,9 +83,11 @@ export interface MeshNodeInit {
  * await node.stop()
  * ```
  */
+export type MeshLibp2p = Libp2p<{ dht: KadDHT, pubsub: GossipSub }>
+
 export interface MeshNode extends Mesh {
   readonly dataDir: string
-  readonly libp2p: Libp2p
+  readonly libp2p: MeshLibp2p
   readonly multiaddrs: string[]
   readonly isStarted: boolean
   start(): Promise<void>
@@ -82,13 +100,25 @@ export interface MeshNode extends Mesh {
 class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode {
   readonly peerId: string
   private readonly rpc: RpcService
+  private readonly cardService: CardService
+  private readonly peerTable: PeerTable
   private startedAt = 0
   private running = false
   private transition: Promise<void> = Promise.resolve()
 
-  constructor (readonly name: string, readonly dataDir: string, readonly libp2p: Libp2p, init: MeshNodeInit) {
+  constructor (readonly name: string, readonly dataDir: string, readonly libp2p: MeshLibp2p, privateKey: PrivateKey, init: MeshNodeInit) {
     super()
     this.peerId = libp2p.peerId.toString()
+    this.cardService = new CardService({ libp2p, privateKey }, {
+      name,
+      protocols: MESH_PROTOCOLS,
+      ...(init.card !== undefined ? { profile: init.card } : {}),
+      ...(init.cardLifetime !== undefined ? { lifetime: init.cardLifetime } : {})
+    })
+    this.peerTable = new PeerTable(libp2p, this.cardService, init.offlineAfter !== undefined ? { offlineAfter: init.offlineAfter } : {})
+    this.cardService.addEventListener('card', (evt) => { this.safeDispatch('peer:card', evt.detail.card) })
+    this.peerTable.addEventListener('peer:online', (evt) => { this.safeDispatch('peer:online', evt.detail) })
+    this.peerTable.addEventListener('peer:offline', (evt) => { this.safeDispatch('peer:offline', evt.detail) })
     this.rpc = new RpcService(libp2p, init.rpc)
     // built-in connectivity check; `mesh.*` methods are reserved for the mesh itself
     this.rpc.handle('mesh.echo', body => body, { timeout: 5000, maxConcurrent: 32 })
@@ -129,6 +159,8 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
       if (this.running) return
       await this.libp2p.start()
       await this.rpc.start()
+      await this.cardService.start()
+      this.peerTable.start()
       this.startedAt = Date.now()
       this.running = true
       log('started %s as %s on %s', this.name, this.peerId, this.multiaddrs.join(', '))
@@ -140,6 +172,8 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
     this.transition = this.transition.catch(() => {}).then(async () => {
       if (!this.running) return
       this.running = false
+      this.peerTable.stop()
+      await this.cardService.stop()
       await this.rpc.stop()
       await this.libp2p.stop()
       this.startedAt = 0
@@ -184,12 +218,107 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
 
   async request (peer: string | PeerId, method: string, body: JsonValue, options?: RequestOptions): Promise<JsonValue> {
     this.assertRunning()
-    return this.rpc.request(toTarget(peer), method, body, options)
+    return this.rpc.request(await this.target(peer), method, body, options)
+  }
+
+  /** A PeerId, a multiaddr, or a persona name known from a verified card. */
+  private async target (peer: string | PeerId): Promise<PeerId | Multiaddr> {
+    if (typeof peer === 'string' && !peer.startsWith('/') && !looksLikePeerId(peer)) {
+      return peerIdFromString(await this.resolve(peer))
+    }
+    return toTarget(peer)
+  }
+
+  async peers (options: { onlineOnly?: boolean } = {}): Promise<PeerInfo[]> {
+    return this.peerTable.list(options)
+  }
+
+  async card (peer?: string, options: { signal?: AbortSignal } = {}): Promise<Card> {
+    if (peer === undefined || peer === this.peerId || peer === this.name) return this.cardService.own.card
+    this.assertRunning()
+    const peerId = await this.resolve(peer)
+    const cached = this.cardService.get(peerId)
+    if (cached !== undefined) return cached.card
+    const id = peerIdFromString(peerId)
+    if (this.libp2p.getConnections(id).length > 0) {
+      try {
+        return (await this.cardService.fetch(id, options)).card
+      } catch {}
+    }
+    const found = await this.cardService.lookup(peerId, options).catch(() => undefined)
+    if (found === undefined) throw new NotFoundError(`no verified card for ${peerId}`)
+    return found.card
+  }
+
+  async cards (): Promise<Card[]> {
+    return this.cardService.list().map(c => c.card)
+  }
+
+  async find (query: string, options: FindOptions = {}): Promise<FindResult[]> {
+    this.assertRunning()
+    const limit = options.limit ?? 10
+    const fromDht = new Set<string>()
+    const exact = query.trim()
+    if ((options.dht ?? true) && CapabilityNameSchema.safeParse(exact).success) {
+      const signal = options.signal ?? AbortSignal.timeout(5000)
+      setMaxListeners(Infinity, signal)
+      const providers = await this.cardService.findProviders(exact, { signal, limit }).catch(() => [])
+      await Promise.all(providers.map(async (id) => {
+        fromDht.add(id)
+        if (this.cardService.get(id) === undefined) {
+          await this.cardService.lookup(id, { signal }).catch(() => undefined)
+        }
+      }))
+    }
+    const hits = searchCards(this.cardService.list(), query)
+    const seen = new Set(hits.map(h => h.peerId))
+    for (const id of fromDht) {
+      if (!seen.has(id) && this.cardService.get(id) !== undefined) hits.push({ peerId: id, score: 100, matched: ['dht'] })
+    }
+    hits.sort((a, b) => b.score - a.score)
+    const results: FindResult[] = []
+    for (const hit of hits.slice(0, limit)) {
+      const card = this.cardService.get(hit.peerId)
+      if (card === undefined) continue
+      results.push({
+        peerId: hit.peerId,
+        name: card.card.name,
+        score: hit.score,
+        matched: fromDht.has(hit.peerId) && !hit.matched.includes('dht') ? [...hit.matched, 'dht'] : hit.matched,
+        online: this.peerTable.get(hit.peerId)?.online ?? false,
+        card: card.card
+      })
+    }
+    return results
+  }
+
+  async resolve (nameOrId: string): Promise<string> {
+    if (looksLikePeerId(nameOrId)) {
+      try {
+        return peerIdFromString(nameOrId).toString()
+      } catch {}
+    }
+    if (nameOrId === this.name) return this.peerId
+    const candidates = this.cardService.list().filter(c => c.card.name === nameOrId).map(c => ({ peerId: c.card.peerId, name: c.card.name }))
+    if (candidates.length === 1) return candidates[0]!.peerId
+    if (candidates.length > 1) throw new AmbiguousNameError(nameOrId, candidates)
+    throw new NotFoundError(`no peer named ${nameOrId} among verified cards; try pmesh find or a PeerId`)
+  }
+
+  async updateCard (profile: CardProfile): Promise<Card> {
+    return (await this.cardService.update(profile)).card
   }
 
   private assertRunning (): void {
     if (!this.running) throw new NotStartedError(`node ${this.name} is not running`)
   }
+}
+
+/** The mesh's own protocols, advertised in cards; a peer speaking rpc is a mesh peer. */
+const MESH_PROTOCOLS = [RPC_PROTOCOL, CARD_PROTOCOL, DELIVER_PROTOCOL, KAD_PROTOCOL]
+
+function looksLikePeerId (value: string): boolean {
+  return /^(12D3KooW|Qm|16Uiu2)[1-9A-HJ-NP-Za-km-z]{30,}$/.test(value) || /^b[a-z2-7]{50,}$/.test(value)
 }
 
 function parseMultiaddr (address: string): Multiaddr {
@@ -239,10 +368,23 @@ export async function createMeshNode (init: MeshNodeInit = {}): Promise<MeshNode
     },
     services: {
       identify: identify(),
-      ping: ping({ maxInboundStreams: 32, maxOutboundStreams: 32 })
+      ping: ping({ maxInboundStreams: 32, maxOutboundStreams: 32 }),
+      // a private DHT: only Persona Mesh nodes speak this protocol id; every node serves
+      // (clientMode false) and keeps private/loopback addresses (our peers live on LANs)
+      dht: kadDHT({
+        protocol: KAD_PROTOCOL,
+        clientMode: false,
+        peerInfoMapper: passthroughMapper
+      }),
+      pubsub: gossipsub({
+        globalSignaturePolicy: 'StrictSign',
+        // we report reach ourselves; an empty topic is not an error
+        allowPublishToZeroTopicPeers: true,
+        emitSelf: false
+      })
     }
   })
-  const node = new DefaultMeshNode(name, dataDir, libp2p, init)
+  const node = new DefaultMeshNode(name, dataDir, libp2p, privateKey, init)
   if (init.start ?? true) {
     await node.start()
   }

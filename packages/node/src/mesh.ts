@@ -1,5 +1,7 @@
+import type { CardProfile } from './cards/index.js'
+import type { PeerInfo } from './peers/peer-table.js'
 import type { RequestOptions } from './rpc/index.js'
-import type { JsonValue } from '@persona-mesh/protocol'
+import type { Card, JsonValue } from '@persona-mesh/protocol'
 import type { TypedEventTarget } from 'main-event'
 
 /** A snapshot of a running persona's node. */
@@ -20,6 +22,31 @@ export interface MeshEvents {
   'peer:connect': CustomEvent<string>
   /** The last connection to a peer closed (detail: its PeerId). */
   'peer:disconnect': CustomEvent<string>
+  /** A new or updated verified card of a peer. */
+  'peer:card': CustomEvent<Card>
+  /** A mesh peer became reachable. */
+  'peer:online': CustomEvent<PeerInfo>
+  /** A mesh peer stayed unreachable past the threshold. */
+  'peer:offline': CustomEvent<PeerInfo>
+}
+
+/** One answer of `find()`: a peer and its verified card, ranked. */
+export interface FindResult {
+  peerId: string
+  name: string
+  score: number
+  /** Where the match came from: card fields, and/or `dht` for a provider record. */
+  matched: string[]
+  online: boolean
+  card: Card
+}
+
+export interface FindOptions {
+  /** @default 10 */
+  limit?: number
+  /** Ask the DHT for providers of an exact capability name too. @default true */
+  dht?: boolean
+  signal?: AbortSignal
 }
 
 /**
@@ -37,4 +64,21 @@ export interface Mesh extends TypedEventTarget<MeshEvents> {
    * throws `NackError` (with the peer's reason), `TimeoutError`, `PeerUnreachableError`, …
    */
   request(peer: string, method: string, body: JsonValue, options?: RequestOptions): Promise<JsonValue>
+  /** Mesh peers with their verified cards, liveness and RTT. */
+  peers(options?: { onlineOnly?: boolean, signal?: AbortSignal }): Promise<PeerInfo[]>
+  /**
+   * A verified card: our own without `peer`; a peer's from the cache, else fetched from the
+   * peer or the DHT. Throws `NotFoundError` when none can be had.
+   */
+  card(peer?: string, options?: { signal?: AbortSignal }): Promise<Card>
+  /** Every verified card we hold of other peers. */
+  cards(): Promise<Card[]>
+  /** Search peers by capability, tool, name, tag or description; exact capability names also query the DHT. */
+  find(query: string, options?: FindOptions): Promise<FindResult[]>
+  /** A PeerId, or the unique name of a verified card, to a PeerId. Throws `NotFoundError` / `AmbiguousNameError`. */
+  resolve(nameOrId: string): Promise<string>
+  /** Change this persona's card; it is re-signed with a higher `seq` and republished. */
+  updateCard(profile: CardProfile): Promise<Card>
 }
+
+export type { PeerInfo, CardProfile }

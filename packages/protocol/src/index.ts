@@ -32,3 +32,4 @@ export {
 export { sealEnvelope, openEnvelope, decodeVersioned, type SealOptions, type OpenOptions, type OpenedEnvelope } from './seal.js'
 export { sealPayload, openPayload, type OpenedPayload } from './signed.js'
 export * from './rpc.js'
+export * from './card.js'

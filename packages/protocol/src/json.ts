@@ -47,6 +47,11 @@ function write (value: unknown, depth: number, maxDepth: number): string {
         if (member === undefined) {
           continue
         }
+        if (key === '__proto__') {
+          // JSON.parse makes it an own member, but schemas and object spreads drop it or turn it into a
+          // prototype: what was signed would not be what the receiver reads
+          throw new MalformedMessageError('cannot encode a "__proto__" member')
+        }
         parts.push(`${JSON.stringify(key)}:${write(member, depth + 1, maxDepth)}`)
       }
       return `{${parts.join(',')}}`

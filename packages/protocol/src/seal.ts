@@ -1,4 +1,5 @@
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { equals as bytesEqual } from 'uint8arrays/equals'
 import { ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX_FRAME_SIZE, WIRE_VERSION } from './constants.js'
 import { EnvelopeSchema } from './envelope.js'
 import { ExpiredError, InvalidSignatureError, MalformedMessageError, UnsupportedVersionError } from './errors.js'
@@ -60,7 +61,8 @@ export async function sealEnvelope (envelope: MessageEnvelope, privateKey: Priva
 }
 
 /**
- * Verify and decode a sealed envelope: size, signature, signer == `from`, version, schema, expiry.
+ * Verify and decode a sealed envelope: size, signature, signer == `from`, version, schema,
+ * canonical form, expiry.
  * Throws `TooLargeError`, `MalformedMessageError`, `InvalidSignatureError`,
  * `UnsupportedVersionError` or `ExpiredError`.
  */
@@ -69,6 +71,11 @@ export async function openEnvelope (bytes: Uint8Array, options: OpenOptions = {}
   const envelope = decodeVersioned(EnvelopeSchema, parseJson(payload), 'envelope') as MessageEnvelope
   if (envelope.from !== signer) {
     throw new InvalidSignatureError(`envelope claims to be from ${envelope.from} but is signed by ${signer}`)
+  }
+  // what was signed must be exactly what we hand out: no duplicate keys (JSON.parse keeps the last),
+  // no members the schema drops (`__proto__`), no alternative spellings of the same envelope
+  if (!bytesEqual(canonicalEncode(envelope), payload)) {
+    throw new MalformedMessageError('envelope payload is not in canonical form')
   }
   if (options.allowExpired !== true && envelope.expiresAt < (options.now ?? Date.now())) {
     throw new ExpiredError(`envelope ${envelope.id} expired at ${new Date(envelope.expiresAt).toISOString()}`)

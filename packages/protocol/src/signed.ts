@@ -44,6 +44,11 @@ export async function openPayload (data: Uint8Array, domain: string, payloadType
   } catch (err) {
     throw new MalformedMessageError(`not a signed envelope: ${(err as Error).message}`)
   }
+  // protobuf tolerates unknown fields, repeated fields and long varints: refuse every encoding but
+  // the one we produce, so the bytes handed on are exactly the bytes that were signed
+  if (!bytesEqual(envelope.marshal(), data)) {
+    throw new MalformedMessageError('signed envelope is not in canonical form')
+  }
   if (!bytesEqual(envelope.payloadType, payloadType)) {
     throw new MalformedMessageError('signed envelope carries an unexpected payload type')
   }

@@ -4,10 +4,12 @@ import { TypedEventEmitter } from 'main-event'
 import { AbortError, ControlConnectionError, NoDaemonError, TimeoutError } from '../errors.js'
 import { defaultHome, defaultName, personaDir } from '../identity.js'
 import { CONTROL_SOCKET, errorFromWire, LineSplitter, MAX_CONTROL_LINE } from './wire.js'
-import type { Mesh, MeshEvents, MeshStatus } from '../mesh.js'
+import type { CardProfile } from '../cards/index.js'
+import type { FindOptions, FindResult, Mesh, MeshEvents, MeshStatus } from '../mesh.js'
+import type { PeerInfo } from '../peers/peer-table.js'
 import type { RequestOptions } from '../rpc/index.js'
 import type { WireError } from './wire.js'
-import type { JsonValue } from '@persona-mesh/protocol'
+import type { Card, JsonValue } from '@persona-mesh/protocol'
 import type { Socket } from 'node:net'
 
 export interface ConnectMeshOptions {
@@ -139,9 +141,40 @@ class ControlClient extends TypedEventEmitter<MeshEvents> implements RemoteMesh 
     return this.call<JsonValue>('request', params, options.signal !== undefined ? { signal: options.signal } : {})
   }
 
+  async peers (options: { onlineOnly?: boolean, signal?: AbortSignal } = {}): Promise<PeerInfo[]> {
+    return this.call<PeerInfo[]>('peers', { onlineOnly: options.onlineOnly ?? false }, signalOnly(options))
+  }
+
+  async card (peer?: string, options: { signal?: AbortSignal } = {}): Promise<Card> {
+    return this.call<Card>('card', peer === undefined ? {} : { peer }, signalOnly(options))
+  }
+
+  async cards (): Promise<Card[]> {
+    return this.call<Card[]>('cards')
+  }
+
+  async find (query: string, options: FindOptions = {}): Promise<FindResult[]> {
+    const params: Record<string, unknown> = { query }
+    if (options.limit !== undefined) params.limit = options.limit
+    if (options.dht !== undefined) params.dht = options.dht
+    return this.call<FindResult[]>('find', params, signalOnly(options))
+  }
+
+  async resolve (nameOrId: string): Promise<string> {
+    return this.call<string>('resolve', { nameOrId })
+  }
+
+  async updateCard (profile: CardProfile): Promise<Card> {
+    return this.call<Card>('updateCard', profile)
+  }
+
   close (): void {
     this.shutdown(new ControlConnectionError('control connection closed'))
   }
+}
+
+function signalOnly (options: { signal?: AbortSignal }): CallOptions {
+  return options.signal !== undefined ? { signal: options.signal } : {}
 }
 
 /** Path of a persona's control socket. */

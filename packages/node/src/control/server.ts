@@ -19,7 +19,7 @@ import type { Server, Socket } from 'node:net'
 const log = logger('persona-mesh:control')
 
 /** Events forwarded to control clients that subscribed with `events.subscribe`. */
-const FORWARDED_EVENTS: Array<keyof MeshEvents> = ['peer:connect', 'peer:disconnect']
+const FORWARDED_EVENTS: Array<keyof MeshEvents> = ['peer:connect', 'peer:disconnect', 'peer:card', 'peer:online', 'peer:offline']
 
 export interface ControlServer {
   readonly path: string

@@ -42,7 +42,9 @@ const byName: Record<string, new (message: string) => Error> = {
   InvalidSignatureError: errors.InvalidSignatureError,
   ExpiredError: errors.ExpiredError,
   NoDaemonError: errors.NoDaemonError,
-  AlreadyRunningError: errors.AlreadyRunningError
+  AlreadyRunningError: errors.AlreadyRunningError,
+  NotFoundError: errors.NotFoundError,
+  ControlConnectionError: errors.ControlConnectionError
 }
 
 /** Rebuild the typed error the daemon raised, so callers branch on `name` the same way in both modes. */
@@ -53,7 +55,7 @@ export function errorFromWire (wire: WireError): Error {
     err.message = wire.message
     return err
   }
-  if (name === 'TooLargeError' || name === 'UnsupportedVersionError') {
+  if (name === 'TooLargeError' || name === 'UnsupportedVersionError' || name === 'AmbiguousNameError' || name === 'StaleRecordError') {
     const err = new errors.MeshError(wire.message)
     err.name = name
     return err
