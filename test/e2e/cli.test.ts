@@ -62,3 +62,42 @@ describe('pmesh as real processes', () => {
     expect((second as Error).message).toMatch(/already/)
   })
 })
+
+describe('pmesh discovery commands across three processes', () => {
+  const procs = new Processes()
+  afterEach(async () => { await procs.teardown() })
+
+  it('init saves the card; find finds a peer by capability; peers and cards list it', async () => {
+    const home = await procs.home()
+    expect((await procs.run(['init', '--name', 'kira', '--home', home, '--description', 'code analyst', '--capability', 'analyze_code:typescript,security', '--capability', 'review'])).code).toBe(0)
+    const hub = await procs.start('hub', home)
+    const kira = await procs.start('kira', home, ['--bootstrap', hub.multiaddrs[0]!])
+    await procs.start('coordinator', home, ['--bootstrap', hub.multiaddrs[0]!])
+
+    let found: Array<{ name: string, peerId: string }> = []
+    const deadline = Date.now() + 30_000
+    while (Date.now() < deadline) {
+      const result = await procs.run(['find', 'analyze_code', '--name', 'coordinator', '--home', home, '--json'])
+      if (result.code === 0) {
+        found = JSON.parse(result.stdout)
+        if (found.length > 0) break
+      } else {
+        expect(result.code).toBe(3)
+      }
+      await new Promise(resolve => setTimeout(resolve, 250))
+    }
+    expect(found[0]).toMatchObject({ name: 'kira', peerId: kira.peerId })
+
+    const card = await procs.run(['cards', 'kira', '--name', 'coordinator', '--home', home, '--json'])
+    expect(card.code).toBe(0)
+    expect(JSON.parse(card.stdout)).toMatchObject({ name: 'kira', description: 'code analyst', capabilities: [{ name: 'analyze_code', tags: ['typescript', 'security'] }, { name: 'review' }] })
+
+    const table = await procs.run(['peers', '--name', 'coordinator', '--home', home])
+    expect(table.code).toBe(0)
+    expect(table.stdout).toMatch(/^NAME\s+PEERID\s+ONLINE/)
+    expect(table.stdout).toContain('kira')
+
+    const nothing = await procs.run(['find', 'no_such_capability', '--name', 'coordinator', '--home', home])
+    expect(nothing.code).toBe(3)
+  })
+})

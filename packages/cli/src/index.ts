@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from 'commander'
 import { registerInit } from './commands/init.js'
+import { registerPeers } from './commands/peers.js'
 import { registerRequest } from './commands/request.js'
 import { registerStart } from './commands/start.js'
 import { registerStatus } from './commands/status.js'
@@ -24,6 +25,7 @@ export function createProgram (): Command {
   registerStart(program)
   registerStatus(program)
   registerRequest(program)
+  registerPeers(program)
   return program
 }
 
@@ -38,7 +40,8 @@ export async function main (argv: string[]): Promise<number> {
       // commander already printed usage or help
       return err.exitCode === 0 ? EXIT.ok : EXIT.usage
     }
-    process.stderr.write(`pmesh: ${(err as Error).message ?? String(err)}\n`)
+    const message = (err as Error)?.message ?? String(err)
+    if (message !== '') process.stderr.write(`pmesh: ${message}\n`)
     return exitCodeFor(err)
   }
 }

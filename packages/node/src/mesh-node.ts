@@ -3,6 +3,7 @@ import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { bootstrap } from '@libp2p/bootstrap'
 import { gossipsub } from '@libp2p/gossipsub'
+import { createTopicScoreParams } from '@libp2p/gossipsub/score'
 import { identify } from '@libp2p/identify'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { logger } from '@libp2p/logger'
@@ -13,10 +14,11 @@ import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { TypedEventEmitter } from 'main-event'
-import { CARD_PROTOCOL, CapabilityNameSchema, DELIVER_PROTOCOL, KAD_PROTOCOL, RPC_PROTOCOL } from '@persona-mesh/protocol'
+import { CARD_PROTOCOL, CARDS_TOPIC, CapabilityNameSchema, DELIVER_PROTOCOL, KAD_PROTOCOL, RPC_PROTOCOL } from '@persona-mesh/protocol'
 import { CardService, searchCards } from './cards/index.js'
 import { AmbiguousNameError, InvalidArgumentError, NotFoundError, NotStartedError, PeerUnreachableError } from './errors.js'
 import { PeerTable } from './peers/peer-table.js'
+import { loadConfig } from './config.js'
 import { defaultHome, defaultName, loadOrCreateIdentity, personaDir, validateName } from './identity.js'
 import { RpcService } from './rpc/index.js'
 import type { CardProfile } from './cards/index.js'
@@ -314,6 +316,17 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
   }
 }
 
+/** Gossipsub scoring on the cards topic: every Rejected card costs its forwarder (P4). */
+const CARD_TOPIC_SCORE = createTopicScoreParams({
+  topicWeight: 1,
+  timeInMeshWeight: 0,
+  firstMessageDeliveriesWeight: 0,
+  meshMessageDeliveriesWeight: 0,
+  meshFailurePenaltyWeight: 0,
+  invalidMessageDeliveriesWeight: -10,
+  invalidMessageDeliveriesDecay: 0.5
+})
+
 /** The mesh's own protocols, advertised in cards; a peer speaking rpc is a mesh peer. */
 const MESH_PROTOCOLS = [RPC_PROTOCOL, CARD_PROTOCOL, DELIVER_PROTOCOL, KAD_PROTOCOL]
 
@@ -339,10 +352,21 @@ function toTarget (peer: string | PeerId): PeerId | Multiaddr {
   }
 }
 
-/** Create a persona's node (started unless `start: false`). The identity is loaded from, or created in, its data directory. */
-export async function createMeshNode (init: MeshNodeInit = {}): Promise<MeshNode> {
-  const name = validateName(init.name ?? defaultName())
-  const dataDir = personaDir(init.home ?? defaultHome(), name)
+/**
+ * Create a persona's node (started unless `start: false`). The identity is loaded from, or
+ * created in, its data directory; its `config.json` supplies defaults that `init` overrides.
+ */
+export async function createMeshNode (options: MeshNodeInit = {}): Promise<MeshNode> {
+  const name = validateName(options.name ?? defaultName())
+  const dataDir = personaDir(options.home ?? defaultHome(), name)
+  const config = await loadConfig(dataDir)
+  const init: MeshNodeInit = {
+    ...(config.listen !== undefined ? { listen: config.listen } : {}),
+    ...(config.bootstrap !== undefined ? { bootstrap: config.bootstrap } : {}),
+    ...(config.mdns !== undefined ? { mdns: config.mdns } : {}),
+    ...(config.card !== undefined ? { card: config.card } : {}),
+    ...options
+  }
   const privateKey = init.privateKey ?? (await loadOrCreateIdentity(dataDir)).privateKey
   for (const addr of [...(init.listen ?? []), ...(init.bootstrap ?? [])]) parseMultiaddr(addr)
 
@@ -380,7 +404,11 @@ export async function createMeshNode (init: MeshNodeInit = {}): Promise<MeshNode
         globalSignaturePolicy: 'StrictSign',
         // we report reach ourselves; an empty topic is not an error
         allowPublishToZeroTopicPeers: true,
-        emitSelf: false
+        emitSelf: false,
+        scoreParams: {
+          // quiet topics: only invalid messages count, so honest but silent peers keep a neutral score
+          topics: { [CARDS_TOPIC]: CARD_TOPIC_SCORE }
+        }
       })
     }
   })

@@ -1,5 +1,5 @@
 import { join } from 'node:path'
-import { CONTROL_SOCKET, createMeshNode, serveControl, type ControlServer } from '@persona-mesh/node'
+import { CONTROL_SOCKET, createMeshNode, loadConfig, parseCapabilityFlag, personaDir, serveControl, type ControlServer } from '@persona-mesh/node'
 import { printJson } from '../output.js'
 import { collect, globals } from './common.js'
 import type { Command } from 'commander'
@@ -8,6 +8,8 @@ interface StartOptions {
   listen?: string[]
   bootstrap?: string[]
   mdns: boolean
+  description?: string
+  capability?: string[]
 }
 
 export function registerStart (program: Command): void {
@@ -17,13 +19,23 @@ export function registerStart (program: Command): void {
     .option('--listen <multiaddr>', 'address to listen on (repeatable; default /ip4/0.0.0.0/tcp/0)', collect)
     .option('--bootstrap <multiaddr>', 'peer to join through, ending in /p2p/<PeerId> (repeatable)', collect)
     .option('--no-mdns', 'do not discover peers on the local network with mDNS')
+    .option('--description <text>', 'what this persona does (overrides config.json for this run)')
+    .option('--capability <name[:tag,tag]>', 'a capability for the card (repeatable; overrides config.json for this run)', collect)
     .addHelpText('after', '\nPrints one JSON line {"peerId","name","multiaddrs"} on stdout once listening; logs go to stderr.\n\nExample:\n  pmesh start --name aria --listen /ip4/127.0.0.1/tcp/4001 --no-mdns')
     .action(async (opts: StartOptions, command: Command) => {
       const { name, home } = globals(command)
+      const config = await loadConfig(personaDir(home, name))
+      const card = {
+        ...config.card,
+        ...(opts.description !== undefined ? { description: opts.description } : {}),
+        ...(opts.capability !== undefined ? { capabilities: opts.capability.map(parseCapabilityFlag) } : {})
+      }
       const node = await createMeshNode({
         name,
         home,
-        mdns: opts.mdns,
+        card,
+        // --no-mdns always wins; otherwise config.json may turn it off
+        mdns: opts.mdns && config.mdns !== false,
         ...(opts.listen !== undefined ? { listen: opts.listen } : {}),
         ...(opts.bootstrap !== undefined ? { bootstrap: opts.bootstrap } : {})
       })
