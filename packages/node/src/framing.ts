@@ -20,14 +20,17 @@ export interface FrameChannelInit {
  */
 export class FrameChannel {
   private readonly decoder: LengthPrefixedDecoder
+  private readonly step: number
   private broken = false
   private closed = false
 
   constructor (readonly stream: Stream, private readonly init: FrameChannelInit) {
+    this.step = init.maxFrameSize + 16
     this.decoder = new LengthPrefixedDecoder({
       maxDataLength: init.maxFrameSize,
-      // one frame plus its prefix: a never-ending varint or a lying length cannot grow the buffer
-      maxBufferSize: init.maxFrameSize + 16
+      // input is fed in slices of one frame + prefix, so the buffer never holds more than two:
+      // the tail of one frame and the head of the next (a lying length cannot grow it further)
+      maxBufferSize: 2 * this.step
     })
     stream.addEventListener('message', (evt) => { this.receive(evt.data) })
     stream.addEventListener('close', (evt) => {
@@ -44,8 +47,13 @@ export class FrameChannel {
   private receive (data: Parameters<LengthPrefixedDecoder['decode']>[0]): void {
     if (this.broken) return
     try {
-      for (const frame of this.decoder.decode(data)) {
-        this.init.onFrame(frame.subarray())
+      // a chunk may finish one large frame and start the next: feed it in frame-sized slices
+      for (let at = 0; at < data.byteLength; at += this.step) {
+        const end = Math.min(at + this.step, data.byteLength)
+        const slice = data instanceof Uint8Array ? data.subarray(at, end) : data.sublist(at, end)
+        for (const frame of this.decoder.decode(slice)) {
+          this.init.onFrame(frame.subarray())
+        }
       }
     } catch (err) {
       this.broken = true

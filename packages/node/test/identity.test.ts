@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import type { MeshNode } from '@persona-mesh/node'
 import { createMeshNode, IdentityError, InvalidNameError, loadOrCreateIdentity, personaDir, validateName } from '@persona-mesh/node'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import type { MeshNode } from '@persona-mesh/node'
 
 let home: string
 const nodes: MeshNode[] = []

@@ -1,5 +1,7 @@
 import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import type { MessageEnvelope } from '@persona-mesh/protocol'
 import {
   canonicalEncode,
   createEnvelope,
@@ -9,8 +11,8 @@ import {
   ExpiredError,
   InvalidSignatureError,
   isUlid,
-  MalformedMessageError,
   MAX_FRAME_SIZE,
+  MalformedMessageError,
   openEnvelope,
   openPayload,
   sealEnvelope,
@@ -21,8 +23,6 @@ import {
   WIRE_VERSION
 } from '@persona-mesh/protocol'
 import { beforeAll, describe, expect, it } from 'vitest'
-import type { PrivateKey } from '@libp2p/interface'
-import type { MessageEnvelope } from '@persona-mesh/protocol'
 
 let alice: PrivateKey
 let mallory: PrivateKey

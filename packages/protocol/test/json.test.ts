@@ -2,8 +2,8 @@ import {
   canonicalEncode,
   canonicalStringify,
   jsonDepth,
-  MalformedMessageError,
   MAX_JSON_DEPTH,
+  MalformedMessageError,
   parseJson
 } from '@persona-mesh/protocol'
 import { afterEach, describe, expect, it, vi } from 'vitest'

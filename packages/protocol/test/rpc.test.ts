@@ -1,24 +1,24 @@
+import type { RpcFrame } from '@persona-mesh/protocol'
 import {
   decodeRpcFrame,
-  encodeRpcFrame,
   ExpiredError,
+  encodeRpcFrame,
   InvalidSignatureError,
-  MalformedMessageError,
   MAX_METHOD_LENGTH,
   MAX_NACK_MESSAGE,
   MAX_RPC_TIMEOUT_MS,
+  MalformedMessageError,
   MeshError,
   NACK_REASONS,
   NackError,
   nackFrame,
-  salvageRequestId,
   StaleRecordError,
+  salvageRequestId,
   TooLargeError,
   UnsupportedVersionError,
   WIRE_VERSION
 } from '@persona-mesh/protocol'
 import { describe, expect, it } from 'vitest'
-import type { RpcFrame } from '@persona-mesh/protocol'
 
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s)
 const json = (value: unknown): Uint8Array => utf8(JSON.stringify(value))

@@ -283,9 +283,16 @@ export class RpcService {
   private onInboundStream (stream: Stream, connection: Connection): void {
     const from = connection.remotePeer.toString()
     const running = new Map<number, AbortController>()
+    // a caller that finished writing gets its stream closed once its answers are out, so
+    // half-open streams do not pile up against the per-connection stream limit
+    let callerDone = false
+    const closeIfDone = (): void => {
+      if (callerDone && running.size === 0) void channel.close()
+    }
+    stream.addEventListener('remoteCloseWrite', () => { callerDone = true; closeIfDone() })
     const channel: FrameChannel = new FrameChannel(stream, {
       maxFrameSize: this.maxFrameSize,
-      onFrame: (bytes) => { this.onRequestFrame(channel, from, running, bytes) },
+      onFrame: (bytes) => { this.onRequestFrame(channel, from, running, bytes, closeIfDone) },
       onFramingError: (err) => {
         log('peer %s broke rpc framing: %s', from, err.message)
         const reason: NackReason = err.name === 'InvalidMessageLengthError' || err.name === 'InvalidParametersError' ? 'too_large' : 'invalid_request'
@@ -301,7 +308,7 @@ export class RpcService {
     this.inbound.add(channel)
   }
 
-  private onRequestFrame (channel: FrameChannel, from: string, running: Map<number, AbortController>, bytes: Uint8Array): void {
+  private onRequestFrame (channel: FrameChannel, from: string, running: Map<number, AbortController>, bytes: Uint8Array, onSettled: () => void): void {
     let frame: RpcFrame
     try {
       frame = decodeRpcFrame(bytes)
@@ -342,6 +349,7 @@ export class RpcService {
       const left = (this.running.get(slot) ?? 1) - 1
       if (left <= 0) this.running.delete(slot)
       else this.running.set(slot, left)
+      onSettled()
     })
   }
 
