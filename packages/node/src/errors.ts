@@ -1,5 +1,6 @@
 import { MeshError } from '@persona-mesh/protocol'
 
+export { QueueFullError, StorageFullError, StoreLockedError, StorageError } from '@persona-mesh/store'
 export { MeshError, StaleRecordError, NackError, TooLargeError, MalformedMessageError, InvalidSignatureError, ExpiredError, UnsupportedVersionError } from '@persona-mesh/protocol'
 
 /** A request got no answer before its deadline. */

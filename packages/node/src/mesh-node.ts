@@ -1,4 +1,5 @@
 import { setMaxListeners } from 'node:events'
+import { join } from 'node:path'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { bootstrap } from '@libp2p/bootstrap'
@@ -18,6 +19,10 @@ import { CARD_PROTOCOL, CARDS_TOPIC, CapabilityNameSchema, DELIVER_PROTOCOL, KAD
 import { CardService, searchCards } from './cards/index.js'
 import { AmbiguousNameError, InvalidArgumentError, NotFoundError, NotStartedError, PeerUnreachableError } from './errors.js'
 import { PeerTable } from './peers/peer-table.js'
+import { BroadcastService } from './broadcast/broadcast-service.js'
+import { DeliveryService } from './delivery/index.js'
+import { createInboxView } from './inbox/inbox-view.js'
+import { openStore } from '@persona-mesh/store'
 import { loadConfig } from './config.js'
 import { defaultHome, defaultName, loadOrCreateIdentity, personaDir, validateName } from './identity.js'
 import { RpcService } from './rpc/index.js'
@@ -30,6 +35,12 @@ import type { Libp2p, PeerDiscovery, PeerId, PrivateKey } from '@libp2p/interfac
 import type { KadDHT } from '@libp2p/kad-dht'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { Card, JsonValue } from '@persona-mesh/protocol'
+import type { BroadcastResult } from './broadcast/broadcast-service.js'
+import type { DeliveryEvents, SendOptions, SendResult } from './delivery/index.js'
+import type { MeshInbox } from './inbox/inbox-view.js'
+import type { MeshOutbox } from './mesh.js'
+import type { InboxEntry, MeshStore } from '@persona-mesh/store'
+import type { RateLimit } from './policy/token-bucket.js'
 
 const log = logger('persona-mesh:node')
 
@@ -62,6 +73,11 @@ export interface MeshNodeInit {
   cardLifetime?: number
   /** Mark a peer offline after it stayed unreachable this long. @default 15000 */
   offlineAfter?: number
+  /** Per-peer token bucket on incoming deliveries. @default { rate: 10000, burst: 20000 } */
+  deliveryRateLimit?: RateLimit
+  /** Outbox caps: queued messages per recipient and in total. @default 10000 / 100000 */
+  maxQueuePerPeer?: number
+  maxQueueTotal?: number
   /** Start listening before returning. @default true */
   start?: boolean
   rpc?: {
@@ -104,6 +120,14 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
   private readonly rpc: RpcService
   private readonly cardService: CardService
   private readonly peerTable: PeerTable
+  private readonly privateKey: PrivateKey
+  private readonly init: MeshNodeInit
+  private currentStore?: MeshStore
+  private delivery?: DeliveryService
+  private broadcasts?: BroadcastService
+  private readonly received = new Set<(entry: InboxEntry) => void>()
+  readonly inbox: MeshInbox
+  readonly outbox: MeshOutbox
   private startedAt = 0
   private running = false
   private transition: Promise<void> = Promise.resolve()
@@ -111,14 +135,37 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
   constructor (readonly name: string, readonly dataDir: string, readonly libp2p: MeshLibp2p, privateKey: PrivateKey, init: MeshNodeInit) {
     super()
     this.peerId = libp2p.peerId.toString()
+    this.privateKey = privateKey
+    this.init = init
+    this.inbox = createInboxView(() => this.store, (listener) => {
+      this.received.add(listener)
+      return () => { this.received.delete(listener) }
+    })
+    this.outbox = {
+      get: async (id) => this.store.outbox.get(id),
+      list: async (query = {}) => {
+        await this.delivery?.expireNow()
+        return this.store.outbox.list(query)
+      }
+    }
     this.cardService = new CardService({ libp2p, privateKey }, {
       name,
       protocols: MESH_PROTOCOLS,
+      cache: {
+        load: async () => (await this.store.cards.list()).map(record => record.bytes),
+        save: async (verified) => {
+          await this.store.cards.put(verified.card.peerId, { seq: verified.card.seq, bytes: verified.bytes, card: verified.card as unknown as Record<string, JsonValue>, verifiedAt: verified.receivedAt })
+        }
+      },
       ...(init.card !== undefined ? { profile: init.card } : {}),
       ...(init.cardLifetime !== undefined ? { lifetime: init.cardLifetime } : {})
     })
     this.peerTable = new PeerTable(libp2p, this.cardService, init.offlineAfter !== undefined ? { offlineAfter: init.offlineAfter } : {})
-    this.cardService.addEventListener('card', (evt) => { this.safeDispatch('peer:card', evt.detail.card) })
+    this.cardService.addEventListener('card', (evt) => {
+      // a newly verified card is a discovery: whatever waits in the outbox for that peer can go now
+      this.delivery?.kick(evt.detail.card.peerId, true)
+      this.safeDispatch('peer:card', evt.detail.card)
+    })
     this.peerTable.addEventListener('peer:online', (evt) => { this.safeDispatch('peer:online', evt.detail) })
     this.peerTable.addEventListener('peer:offline', (evt) => { this.safeDispatch('peer:offline', evt.detail) })
     this.rpc = new RpcService(libp2p, init.rpc)
@@ -148,6 +195,11 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
     }
   }
 
+  private get store (): MeshStore {
+    if (this.currentStore === undefined) throw new NotStartedError(`node ${this.name} is not running`)
+    return this.currentStore
+  }
+
   get isStarted (): boolean {
     return this.running
   }
@@ -159,10 +211,30 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
   async start (): Promise<void> {
     this.transition = this.transition.then(async () => {
       if (this.running) return
-      await this.libp2p.start()
-      await this.rpc.start()
-      await this.cardService.start()
-      this.peerTable.start()
+      // the store first: it is the one-owner lock on the data directory
+      const store = await openStore({
+        path: join(this.dataDir, 'db'),
+        owner: { name: this.name },
+        ...(this.init.maxQueuePerPeer !== undefined ? { maxQueuePerPeer: this.init.maxQueuePerPeer } : {}),
+        ...(this.init.maxQueueTotal !== undefined ? { maxQueueTotal: this.init.maxQueueTotal } : {})
+      })
+      this.currentStore = store
+      try {
+        await this.libp2p.start()
+        await this.rpc.start()
+        await this.cardService.start()
+        this.peerTable.start()
+        this.delivery = this.createDelivery(store)
+        await this.delivery.start()
+        this.broadcasts = new BroadcastService({ libp2p: this.libp2p, privateKey: this.privateKey, store }, {
+          ...(this.init.rpc?.maxFrameSize !== undefined ? { maxFrameSize: this.init.rpc.maxFrameSize } : {}),
+          onReceived: (entry) => { this.onReceived(entry) }
+        })
+        await this.broadcasts.start()
+      } catch (err) {
+        await this.shutdown().catch(() => {})
+        throw err
+      }
       this.startedAt = Date.now()
       this.running = true
       log('started %s as %s on %s', this.name, this.peerId, this.multiaddrs.join(', '))
@@ -174,14 +246,75 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
     this.transition = this.transition.catch(() => {}).then(async () => {
       if (!this.running) return
       this.running = false
-      this.peerTable.stop()
-      await this.cardService.stop()
-      await this.rpc.stop()
-      await this.libp2p.stop()
+      await this.shutdown()
       this.startedAt = 0
       log('stopped %s', this.name)
     })
     await this.transition
+  }
+
+  private async shutdown (): Promise<void> {
+    await this.broadcasts?.stop()
+    await this.delivery?.stop()
+    this.peerTable.stop()
+    await this.cardService.stop()
+    await this.rpc.stop()
+    await this.libp2p.stop()
+    await this.currentStore?.close()
+    this.currentStore = undefined
+    this.delivery = undefined
+    this.broadcasts = undefined
+  }
+
+  private createDelivery (store: MeshStore): DeliveryService {
+    const delivery = new DeliveryService({ libp2p: this.libp2p, privateKey: this.privateKey, store }, {
+      ...(this.init.rpc?.maxFrameSize !== undefined ? { maxFrameSize: this.init.rpc.maxFrameSize } : {}),
+      ...(this.init.deliveryRateLimit !== undefined ? { rateLimit: this.init.deliveryRateLimit } : {}),
+      audit: (event) => {
+        store.audit.append([{ at: Date.now(), ...event }]).catch(() => {})
+      }
+    })
+    for (const type of ['message:delivered', 'message:failed', 'message:expired'] as const) {
+      delivery.addEventListener(type, (evt) => { this.safeDispatch(type, evt.detail) })
+    }
+    delivery.addEventListener('message:received', (evt) => { this.onReceived(evt.detail) })
+    return delivery
+  }
+
+  private onReceived (entry: InboxEntry): void {
+    for (const listener of this.received) {
+      try {
+        listener(entry)
+      } catch (err) {
+        log.error('inbox listener threw: %e', err)
+      }
+    }
+    this.safeDispatch('message:received', entry)
+  }
+
+  async send (to: string, body: JsonValue, options: SendOptions = {}): Promise<SendResult> {
+    this.assertRunning()
+    const peerId = to === this.name ? this.peerId : await this.resolve(to)
+    return this.delivery!.send(peerId, body, options)
+  }
+
+  async subscribe (topic: string): Promise<string[]> {
+    this.assertRunning()
+    return this.broadcasts!.subscribe(topic)
+  }
+
+  async unsubscribe (topic: string): Promise<string[]> {
+    this.assertRunning()
+    return this.broadcasts!.unsubscribe(topic)
+  }
+
+  async topics (): Promise<string[]> {
+    return this.broadcasts?.topics() ?? []
+  }
+
+  async broadcast (topic: string, body: JsonValue, options: { ttl?: number, thread?: string } = {}): Promise<BroadcastResult> {
+    this.assertRunning()
+    return this.broadcasts!.broadcast(topic, body, options)
   }
 
   async status (): Promise<MeshStatus> {
@@ -193,7 +326,10 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
       running: this.running,
       startedAt: this.startedAt,
       connections: this.running ? this.libp2p.getConnections().length : 0,
-      peers
+      peers,
+      outbox: { queued: this.currentStore?.outbox.count().total ?? 0 },
+      inbox: { unread: this.currentStore?.inbox.unread() ?? 0, quarantined: this.currentStore?.inbox.quarantined() ?? 0 },
+      topics: this.broadcasts?.topics() ?? []
     }
   }
 

@@ -1,6 +1,10 @@
 import type { CardProfile } from './cards/index.js'
 import type { PeerInfo } from './peers/peer-table.js'
 import type { RequestOptions } from './rpc/index.js'
+import type { BroadcastResult } from './broadcast/broadcast-service.js'
+import type { DeliveryEvents, SendOptions, SendResult } from './delivery/index.js'
+import type { MeshInbox } from './inbox/inbox-view.js'
+import type { InboxEntry, OutboxRecord, OutboxStatus, Page } from '@persona-mesh/store'
 import type { Card, JsonValue } from '@persona-mesh/protocol'
 import type { TypedEventTarget } from 'main-event'
 
@@ -15,6 +19,15 @@ export interface MeshStatus {
   connections: number
   /** PeerIds of connected peers */
   peers: string[]
+  outbox: { queued: number }
+  inbox: { unread: number, quarantined: number }
+  topics: string[]
+}
+
+/** The sender's view of durable messages: each ends delivered, expired or failed (with a reason). */
+export interface MeshOutbox {
+  get(id: string): Promise<OutboxRecord | undefined>
+  list(query?: { status?: OutboxStatus, to?: string, limit?: number, cursor?: string, reverse?: boolean }): Promise<Page<OutboxRecord>>
 }
 
 export interface MeshEvents {
@@ -28,6 +41,11 @@ export interface MeshEvents {
   'peer:online': CustomEvent<PeerInfo>
   /** A mesh peer stayed unreachable past the threshold. */
   'peer:offline': CustomEvent<PeerInfo>
+  'message:delivered': DeliveryEvents['message:delivered']
+  'message:failed': DeliveryEvents['message:failed']
+  'message:expired': DeliveryEvents['message:expired']
+  /** A new message (or broadcast) in the inbox or quarantine. */
+  'message:received': CustomEvent<InboxEntry>
 }
 
 /** One answer of `find()`: a peer and its verified card, ranked. */
@@ -79,6 +97,20 @@ export interface Mesh extends TypedEventTarget<MeshEvents> {
   resolve(nameOrId: string): Promise<string>
   /** Change this persona's card; it is re-signed with a higher `seq` and republished. */
   updateCard(profile: CardProfile): Promise<Card>
+  /**
+   * Durable direct message to a peer (PeerId or name). Resolves once the signed envelope is
+   * synced into the outbox (`status: 'queued'`); it then ends delivered, expired or failed,
+   * reported by events and `outbox.get(id)`. Throws `QueueFullError`, `TooLargeError`, …
+   */
+  send(to: string, body: JsonValue, options?: SendOptions): Promise<SendResult>
+  readonly outbox: MeshOutbox
+  readonly inbox: MeshInbox
+  /** Broadcast topics (best-effort gossip; subscriptions survive restarts). */
+  subscribe(topic: string): Promise<string[]>
+  unsubscribe(topic: string): Promise<string[]>
+  topics(): Promise<string[]>
+  /** Best-effort: reports how many peers it reached, with a warning when none. Not queued. */
+  broadcast(topic: string, body: JsonValue, options?: { ttl?: number, thread?: string }): Promise<BroadcastResult>
 }
 
-export type { PeerInfo, CardProfile }
+export type { PeerInfo, CardProfile, MeshInbox, SendOptions, SendResult, BroadcastResult }

@@ -33,3 +33,4 @@ export { sealEnvelope, openEnvelope, decodeVersioned, type SealOptions, type Ope
 export { sealPayload, openPayload, type OpenedPayload } from './signed.js'
 export * from './rpc.js'
 export * from './card.js'
+export * from './deliver.js'

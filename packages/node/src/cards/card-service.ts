@@ -47,14 +47,14 @@ export interface CardServiceInit {
   lifetime?: number
   /** Protocols advertised in the card. */
   protocols: string[]
-  /** Persistent cache to warm up from and write through to. */
+  /** Persistent cache to warm up from and write through to (read at every start). */
   cache?: CardCache
 }
 
 /** Where verified cards survive restarts (the store implements it). */
 export interface CardCache {
   load(): Promise<Uint8Array[]>
-  save(peerId: string, seq: number, bytes: Uint8Array): Promise<void>
+  save(card: VerifiedCard): Promise<void>
 }
 
 export interface CardEvents {
@@ -177,7 +177,7 @@ export class CardService extends TypedEventEmitter<CardEvents> {
     const verified: VerifiedCard = { card, bytes, receivedAt: Date.now(), source }
     this.cards.set(card.peerId, verified)
     if (source !== 'store') {
-      this.init.cache?.save(card.peerId, card.seq, bytes).catch((err: Error) => { log.error('could not persist card: %e', err) })
+      this.init.cache?.save(verified).catch((err: Error) => { log.error('could not persist card: %e', err) })
     }
     this.safeDispatch(verified)
     return { status: 'new', card: verified }

@@ -5,7 +5,7 @@ import { AbortError, ControlConnectionError, NoDaemonError, TimeoutError } from 
 import { defaultHome, defaultName, personaDir } from '../identity.js'
 import { CONTROL_SOCKET, errorFromWire, LineSplitter, MAX_CONTROL_LINE } from './wire.js'
 import type { CardProfile } from '../cards/index.js'
-import type { FindOptions, FindResult, Mesh, MeshEvents, MeshStatus } from '../mesh.js'
+import type { BroadcastResult, FindOptions, FindResult, Mesh, MeshEvents, MeshInbox, MeshOutbox, MeshStatus, SendOptions, SendResult } from '../mesh.js'
 import type { PeerInfo } from '../peers/peer-table.js'
 import type { RequestOptions } from '../rpc/index.js'
 import type { WireError } from './wire.js'
@@ -48,6 +48,22 @@ class ControlClient extends TypedEventEmitter<MeshEvents> implements RemoteMesh 
   private nextId = 0
   private readonly waiters = new Map<number, Waiter>()
   private closedError?: Error
+
+  readonly inbox: MeshInbox = {
+    read: async (options = {}) => this.call('inbox.read', options),
+    get: async (id) => await this.call('inbox.get', { id }) ?? undefined,
+    ack: async (ids) => this.call('inbox.ack', { ids }),
+    unread: async () => this.call('inbox.unread'),
+    wait: async (options = {}) => {
+      const { signal, ...params } = options
+      return this.call('inbox.wait', params, signal !== undefined ? { signal } : {})
+    }
+  }
+
+  readonly outbox: MeshOutbox = {
+    get: async (id) => await this.call('outbox.get', { id }) ?? undefined,
+    list: async (query = {}) => this.call('outbox.list', query)
+  }
 
   /** Known once the daemon answered `status` (see `connectMesh`). */
   peerId = ''
@@ -166,6 +182,27 @@ class ControlClient extends TypedEventEmitter<MeshEvents> implements RemoteMesh 
 
   async updateCard (profile: CardProfile): Promise<Card> {
     return this.call<Card>('updateCard', profile)
+  }
+
+  async send (to: string, body: JsonValue, options: SendOptions = {}): Promise<SendResult> {
+    const { signal, ...rest } = options
+    return this.call<SendResult>('send', { to, body, ...rest }, signal !== undefined ? { signal } : {})
+  }
+
+  async subscribe (topic: string): Promise<string[]> {
+    return this.call<string[]>('subscribe', { topic })
+  }
+
+  async unsubscribe (topic: string): Promise<string[]> {
+    return this.call<string[]>('unsubscribe', { topic })
+  }
+
+  async topics (): Promise<string[]> {
+    return this.call<string[]>('topics')
+  }
+
+  async broadcast (topic: string, body: JsonValue, options: { ttl?: number, thread?: string } = {}): Promise<BroadcastResult> {
+    return this.call<BroadcastResult>('broadcast', { topic, body, ...options })
   }
 
   close (): void {

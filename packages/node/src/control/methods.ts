@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { MESSAGE_KINDS, PRIORITIES } from '@persona-mesh/protocol'
 import type { Mesh } from '../mesh.js'
 
 export interface ControlMethodEntry<P = any> {
@@ -11,6 +12,18 @@ function method<S extends z.ZodType> (params: S, run: (mesh: Mesh, params: z.inf
 }
 
 const NoParams = z.object({}).optional()
+const Kind = z.enum(MESSAGE_KINDS)
+const Filter = {
+  from: z.string().min(1).optional(),
+  thread: z.string().min(1).optional(),
+  kind: z.union([Kind, z.array(Kind)]).optional(),
+  topic: z.string().min(1).optional()
+}
+
+/** Drop keys whose value is undefined (exactOptionalPropertyTypes-friendly pass-through). */
+function defined<T extends object> (value: T | undefined): T {
+  return Object.fromEntries(Object.entries(value ?? {}).filter(([, v]) => v !== undefined)) as T
+}
 
 /**
  * Every `Mesh` operation the control socket serves, with its parameter schema. The daemon
@@ -41,6 +54,40 @@ export const controlMethods: Record<string, ControlMethodEntry> = {
       capabilities: z.array(z.union([z.string(), z.object({ name: z.string(), description: z.string().optional(), tags: z.array(z.string()).optional() })])).max(64).optional(),
       topics: z.array(z.string()).max(64).optional()
     }),
-    async (mesh, p) => mesh.updateCard(p)
+    async (mesh, p) => mesh.updateCard(defined(p))
+  ),
+  send: method(
+    z.object({
+      to: z.string().min(1),
+      body: z.json(),
+      thread: z.string().min(1).max(128).optional(),
+      replyTo: z.string().length(26).optional(),
+      priority: z.enum(PRIORITIES).optional(),
+      ttl: z.number().int().positive().optional()
+    }),
+    async (mesh, { to, body, ...options }, signal) => mesh.send(to, body, { ...defined(options), signal })
+  ),
+  'outbox.get': method(z.object({ id: z.string().min(1) }), async (mesh, p) => await mesh.outbox.get(p.id) ?? null),
+  'outbox.list': method(
+    z.object({ status: z.enum(['queued', 'delivered', 'expired', 'failed']).optional(), to: z.string().optional(), limit: z.number().int().min(1).max(1000).optional(), cursor: z.string().optional(), reverse: z.boolean().optional() }).optional(),
+    async (mesh, p) => mesh.outbox.list(defined(p))
+  ),
+  'inbox.read': method(
+    z.object({ ...Filter, cursor: z.string().optional(), unreadOnly: z.boolean().optional(), quarantined: z.boolean().optional(), limit: z.number().int().min(1).max(1000).optional() }).optional(),
+    async (mesh, p) => mesh.inbox.read(defined(p))
+  ),
+  'inbox.get': method(z.object({ id: z.string().min(1) }), async (mesh, p) => await mesh.inbox.get(p.id) ?? null),
+  'inbox.ack': method(z.object({ ids: z.array(z.string().min(1)).min(1).max(1000) }), async (mesh, p) => mesh.inbox.ack(p.ids)),
+  'inbox.unread': method(NoParams, async (mesh) => mesh.inbox.unread()),
+  'inbox.wait': method(
+    z.object({ ...Filter, cursor: z.string().optional(), timeout: z.number().int().min(0).optional(), limit: z.number().int().min(1).max(100).optional() }).optional(),
+    async (mesh, p, signal) => mesh.inbox.wait({ ...defined(p), signal })
+  ),
+  subscribe: method(z.object({ topic: z.string() }), async (mesh, p) => mesh.subscribe(p.topic)),
+  unsubscribe: method(z.object({ topic: z.string() }), async (mesh, p) => mesh.unsubscribe(p.topic)),
+  topics: method(NoParams, async (mesh) => mesh.topics()),
+  broadcast: method(
+    z.object({ topic: z.string(), body: z.json(), ttl: z.number().int().positive().optional(), thread: z.string().min(1).max(128).optional() }),
+    async (mesh, { topic, body, ...options }) => mesh.broadcast(topic, body, defined(options))
   )
 }

@@ -19,7 +19,10 @@ import type { Server, Socket } from 'node:net'
 const log = logger('persona-mesh:control')
 
 /** Events forwarded to control clients that subscribed with `events.subscribe`. */
-const FORWARDED_EVENTS: Array<keyof MeshEvents> = ['peer:connect', 'peer:disconnect', 'peer:card', 'peer:online', 'peer:offline']
+const FORWARDED_EVENTS: Array<keyof MeshEvents> = [
+  'peer:connect', 'peer:disconnect', 'peer:card', 'peer:online', 'peer:offline',
+  'message:delivered', 'message:failed', 'message:expired', 'message:received'
+]
 
 export interface ControlServer {
   readonly path: string

@@ -55,15 +55,13 @@ export function errorFromWire (wire: WireError): Error {
     err.message = wire.message
     return err
   }
-  if (name === 'TooLargeError' || name === 'UnsupportedVersionError' || name === 'AmbiguousNameError' || name === 'StaleRecordError') {
-    const err = new errors.MeshError(wire.message)
-    err.name = name
-    return err
-  }
   const Ctor = name !== undefined ? byName[name] : undefined
   if (Ctor !== undefined) return new Ctor(wire.message)
   if (wire.code === JSONRPC_INVALID_PARAMS) return new errors.InvalidArgumentError(wire.message)
-  return new errors.MeshError(wire.message)
+  // errors whose constructors take more than a message (TooLargeError, QueueFullError, …) keep their name
+  const err = new errors.MeshError(wire.message)
+  if (name !== undefined && name !== 'Error') err.name = name
+  return err
 }
 
 /** Splits a byte stream into lines, refusing any line over the limit. */

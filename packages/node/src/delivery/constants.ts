@@ -1,0 +1,15 @@
+/** Envelopes in flight on one delivery stream before waiting for acks. */
+export const DELIVERY_WINDOW = 256
+/** Outbox entries read per round of a flush. */
+export const DELIVERY_PAGE = 1024
+/** First retry after a failed dial or a transient refusal; doubles up to the max. */
+export const RETRY_MIN_MS = 1_000
+export const RETRY_MAX_MS = 60_000
+/** How often due retries and expiries are looked at. */
+export const SWEEP_INTERVAL_MS = 1_000
+/** How long one delivery stream may go without an answer before it is given up. */
+export const DELIVERY_STREAM_TIMEOUT_MS = 30_000
+/** Deliveries one peer may make to us per second (token bucket), and the burst. */
+export const DEFAULT_DELIVERY_RATE = { rate: 10_000, burst: 20_000 }
+/** Inbound delivery streams accepted per connection. */
+export const MAX_DELIVER_STREAMS = 8
