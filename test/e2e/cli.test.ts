@@ -59,7 +59,7 @@ describe('pmesh as real processes', () => {
     await procs.start('aria', home)
     const second = await procs.start('aria', home).catch(e => e as Error)
     expect(second).toBeInstanceOf(Error)
-    expect((second as Error).message).toMatch(/already/)
+    expect((second as Error).message).toMatch(/in use by persona aria \(pid \d+/)
   })
 })
 
