@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from 'commander'
 import { registerInit } from './commands/init.js'
+import { registerMessages } from './commands/messages.js'
 import { registerPeers } from './commands/peers.js'
 import { registerRequest } from './commands/request.js'
 import { registerStart } from './commands/start.js'
@@ -26,6 +27,7 @@ export function createProgram (): Command {
   registerStatus(program)
   registerRequest(program)
   registerPeers(program)
+  registerMessages(program)
   return program
 }
 

@@ -1,3 +1,5 @@
+import { stripUnsafe } from '@persona-mesh/protocol'
+
 /** Exit codes that mean something to scripts. */
 export const EXIT = {
   ok: 0,
@@ -48,4 +50,34 @@ export function exitCodeFor (err: unknown): number {
     default:
       return EXIT.error
   }
+}
+
+/**
+ * Show a spinner on stderr while `work` runs, but only on a terminal and only after a second:
+ * quick answers stay clean, and pipes never see it.
+ */
+export async function withProgress<T> (label: string, work: Promise<T>): Promise<T> {
+  if (process.stderr.isTTY !== true) return work
+  const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏']
+  let i = 0
+  const started = Date.now()
+  let shown = false
+  const timer = setInterval(() => {
+    if (Date.now() - started < 1000) return
+    shown = true
+    process.stderr.write(`\r${frames[i++ % frames.length]} ${label} (${Math.round((Date.now() - started) / 1000)}s)`)
+  }, 100)
+  try {
+    return await work
+  } finally {
+    clearInterval(timer)
+    if (shown) process.stderr.write('\r\x1b[K')
+  }
+}
+
+/** One line of peer-authored text for a terminal: control and bidi characters removed, length capped. */
+export function safeText (value: unknown, max = 200): string {
+  const text = typeof value === 'string' ? value : JSON.stringify(value) ?? ''
+  const clean = stripUnsafe(text, { keepNewlines: false })
+  return clean.length > max ? `${clean.slice(0, max - 1)}…` : clean
 }
