@@ -3,6 +3,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { InvalidArgumentError } from './errors.js'
+import { PolicyConfigSchema } from './policy/policy.js'
 
 export const CONFIG_FILE = 'config.json'
 
@@ -20,7 +21,8 @@ export const PersonaConfigSchema = z.object({
   }).optional(),
   listen: z.array(z.string()).optional(),
   bootstrap: z.array(z.string()).optional(),
-  mdns: z.boolean().optional()
+  mdns: z.boolean().optional(),
+  policy: PolicyConfigSchema.optional()
 }).passthrough()
 
 export type PersonaConfig = z.infer<typeof PersonaConfigSchema>

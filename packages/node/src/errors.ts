@@ -70,3 +70,16 @@ export class AmbiguousNameError extends MeshError {
     super(`the name ${nameQuery} matches ${candidates.length} peers: ${candidates.map(c => c.peerId).join(', ')}; use a PeerId`)
   }
 }
+
+/** A task ended without a result: failed, rejected, canceled or expired. */
+export class TaskFailedError extends MeshError {
+  override name = 'TaskFailedError'
+  constructor (readonly taskId: string, readonly status: string, readonly reason?: string, detail?: string) {
+    super(`task ${taskId} ${status}${reason !== undefined ? ` (${reason})` : ''}${detail !== undefined ? `: ${detail}` : ''}`)
+  }
+}
+
+/** A delegation would loop back to a peer already on the chain, or go deeper than `maxHops`. */
+export class LoopDetectedError extends MeshError {
+  override name = 'LoopDetectedError'
+}

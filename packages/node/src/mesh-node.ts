@@ -15,13 +15,17 @@ import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { TypedEventEmitter } from 'main-event'
-import { CARD_PROTOCOL, CARDS_TOPIC, CapabilityNameSchema, DELIVER_PROTOCOL, KAD_PROTOCOL, RPC_PROTOCOL } from '@persona-mesh/protocol'
+import { CARD_PROTOCOL, CARDS_TOPIC, CapabilityNameSchema, TOOL_CALL_METHOD, traceId, DELIVER_PROTOCOL, KAD_PROTOCOL, RPC_PROTOCOL } from '@persona-mesh/protocol'
 import { CardService, searchCards } from './cards/index.js'
 import { AmbiguousNameError, InvalidArgumentError, NotFoundError, NotStartedError, PeerUnreachableError } from './errors.js'
 import { PeerTable } from './peers/peer-table.js'
 import { BroadcastService } from './broadcast/broadcast-service.js'
 import { DeliveryService } from './delivery/index.js'
 import { createInboxView } from './inbox/inbox-view.js'
+import { Policy } from './policy/policy.js'
+import { TaskService } from './tasks/index.js'
+import { ToolService } from './tools/tool-service.js'
+import { saveConfig } from './config.js'
 import { openStore } from '@persona-mesh/store'
 import { loadConfig } from './config.js'
 import { defaultHome, defaultName, loadOrCreateIdentity, personaDir, validateName } from './identity.js'
@@ -39,7 +43,12 @@ import type { BroadcastResult } from './broadcast/broadcast-service.js'
 import type { SendOptions, SendResult } from './delivery/index.js'
 import type { MeshInbox } from './inbox/inbox-view.js'
 import type { MeshOutbox } from './mesh.js'
-import type { InboxEntry, MeshStore } from '@persona-mesh/store'
+import type { AuditEvent, InboxEntry, MeshStore } from '@persona-mesh/store'
+import type { PolicyConfig, ResolvedPolicy } from './policy/policy.js'
+import type { DelegateOptions, DelegateTarget, TaskHandler, TaskHandlerOptions, TaskInfo, TaskUpdate } from './tasks/index.js'
+import type { ToolDefinition } from './tools/tool-service.js'
+import type { MeshAudit, MeshPolicy, MeshTasks, MeshTools, TraceReport } from './mesh.js'
+import type { TaskTree, ToolSpec } from '@persona-mesh/protocol'
 import type { RateLimit } from './policy/token-bucket.js'
 
 const log = logger('persona-mesh:node')
@@ -73,6 +82,10 @@ export interface MeshNodeInit {
   cardLifetime?: number
   /** Mark a peer offline after it stayed unreachable this long. @default 15000 */
   offlineAfter?: number
+  /** Who may do what: open or allowlist, grants, rate limits. @default open */
+  policy?: PolicyConfig
+  /** Delegation chains deeper than this are refused. @default 8 */
+  maxHops?: number
   /** Per-peer token bucket on incoming deliveries. @default { rate: 10000, burst: 20000 } */
   deliveryRateLimit?: RateLimit
   /** Outbox caps: queued messages per recipient and in total. @default 10000 / 100000 */
@@ -113,6 +126,23 @@ export interface MeshNode extends Mesh {
   /** Answer requests for `method` (see `RpcHandler`). */
   handle(method: string, handler: RpcHandler, options?: HandleOptions): void
   unhandle(method: string): void
+  readonly tasks: LocalTasks
+  readonly tools: LocalTools
+}
+
+/** Tasks in-process: the `Mesh` view plus registering handlers. */
+export interface LocalTasks extends MeshTasks {
+  /** Run tasks of `capability` with code (add the capability to the card to be found by it). */
+  handle(capability: string, handler: TaskHandler, options?: TaskHandlerOptions): void
+  unhandle(capability: string): void
+  /** The result of a task we delegated; throws `TaskFailedError` unless it completed. */
+  result(id: string, options?: { timeout?: number, signal?: AbortSignal }): Promise<JsonValue>
+}
+
+/** Tools in-process: the `Mesh` view plus registering tools (advertised in the card). */
+export interface LocalTools extends MeshTools {
+  register(name: string, definition: ToolDefinition): Promise<void>
+  unregister(name: string): Promise<void>
 }
 
 class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode {
@@ -128,6 +158,13 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
   private readonly received = new Set<(entry: InboxEntry) => void>()
   readonly inbox: MeshInbox
   readonly outbox: MeshOutbox
+  readonly tasks: LocalTasks
+  readonly tools: LocalTools
+  readonly audit: MeshAudit
+  readonly policy: MeshPolicy
+  private readonly policyRules: Policy
+  private readonly taskService: TaskService
+  private readonly toolService: ToolService
   private startedAt = 0
   private running = false
   private transition: Promise<void> = Promise.resolve()
@@ -168,9 +205,55 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
     })
     this.peerTable.addEventListener('peer:online', (evt) => { this.safeDispatch('peer:online', evt.detail) })
     this.peerTable.addEventListener('peer:offline', (evt) => { this.safeDispatch('peer:offline', evt.detail) })
-    this.rpc = new RpcService(libp2p, init.rpc)
+    this.policyRules = new Policy(init.policy)
+    this.rpc = new RpcService(libp2p, { ...init.rpc, gate: (from, method) => this.policyRules.request(from, method) })
     // built-in connectivity check; `mesh.*` methods are reserved for the mesh itself
     this.rpc.handle('mesh.echo', body => body, { timeout: 5000, maxConcurrent: 32 })
+    this.toolService = new ToolService({
+      authorize: (peer, tool) => this.policyRules.tool(peer, tool),
+      advertise: async (tools) => { await this.cardService.update({ tools }) },
+      audit: (event) => { this.auditEvent({ kind: 'tool.call', peer: event.peer, id: event.tool, outcome: event.outcome, ...(event.detail !== undefined ? { detail: event.detail } : {}) }) },
+      request: async (peer, method, body, options) => this.request(peer, method, body, options)
+    })
+    this.rpc.handle(TOOL_CALL_METHOD, this.toolService.serve, { timeout: 60_000, maxConcurrent: 64 })
+    this.taskService = new TaskService({
+      self: this.peerId,
+      store: () => this.store,
+      send: async (to, body, options) => this.delivery!.send(to, body, options),
+      candidates: async (capability) => this.candidates(capability),
+      resolve: async (peer) => this.resolve(peer),
+      capabilitiesOf: (peer) => (this.cardService.get(peer)?.card.capabilities ?? []).map(c => c.name),
+      policy: () => this.policyRules,
+      audit: (event) => { this.auditEvent(event) }
+    }, init.maxHops !== undefined ? { maxHops: init.maxHops } : {})
+    this.taskService.addEventListener('task:update', (evt) => { this.safeDispatch('task:update', evt.detail) })
+    const tasks = this.taskService
+    this.tasks = {
+      handle: (capability, handler, options) => { tasks.handle(capability, handler, options) },
+      unhandle: (capability) => { tasks.unhandle(capability) },
+      list: async (query) => tasks.list(query),
+      get: async (id) => tasks.get(id),
+      wait: async (id, options) => tasks.wait(id, options),
+      result: async (id, options) => tasks.result(id, options),
+      cancel: async (id) => tasks.cancel(id),
+      update: async (id, update) => tasks.update(id, update)
+    }
+    const tools = this.toolService
+    this.tools = {
+      register: async (name, definition) => { await tools.register(name, definition) },
+      unregister: async (name) => { await tools.unregister(name) },
+      list: async (peer) => peer === undefined || peer === this.peerId || peer === this.name ? tools.specs() : (await this.card(peer)).tools,
+      call: async (peer, name, args, options) => tools.call(peer, name, args, options)
+    }
+    this.audit = {
+      query: async (query = {}) => this.store.audit.query(query)
+    }
+    this.policy = {
+      get: async () => this.policyRules.snapshot,
+      allow: async (peer) => this.savePolicy(this.policyRules.allow(await this.resolve(peer))),
+      deny: async (peer) => this.savePolicy(this.policyRules.deny(await this.resolve(peer))),
+      mode: async (mode) => this.savePolicy(this.policyRules.setMode(mode))
+    }
     libp2p.addEventListener('peer:connect', (evt) => {
       this.safeDispatch('peer:connect', evt.detail.toString())
     })
@@ -231,6 +314,7 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
           onReceived: (entry) => { this.onReceived(entry) }
         })
         await this.broadcasts.start()
+        await this.taskService.start()
       } catch (err) {
         await this.shutdown().catch(() => {})
         throw err
@@ -254,6 +338,7 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
   }
 
   private async shutdown (): Promise<void> {
+    await this.taskService.stop()
     await this.broadcasts?.stop()
     await this.delivery?.stop()
     this.peerTable.stop()
@@ -269,10 +354,13 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
   private createDelivery (store: MeshStore): DeliveryService {
     const delivery = new DeliveryService({ libp2p: this.libp2p, privateKey: this.privateKey, store }, {
       ...(this.init.rpc?.maxFrameSize !== undefined ? { maxFrameSize: this.init.rpc.maxFrameSize } : {}),
-      ...(this.init.deliveryRateLimit !== undefined ? { rateLimit: this.init.deliveryRateLimit } : {}),
-      audit: (event) => {
-        store.audit.append([{ at: Date.now(), ...event }]).catch(() => {})
-      }
+      ...((this.init.deliveryRateLimit ?? this.policyRules.deliveryLimit) !== undefined ? { rateLimit: this.init.deliveryRateLimit ?? this.policyRules.deliveryLimit } : {}),
+      decide: (envelope) => {
+        // the signer, not the connection: envelopes may be forwarded
+        const verdict = this.policyRules.incoming(envelope.from)
+        return verdict === 'refuse' ? { refuse: 'unauthorized', message: 'this persona does not accept messages from you' } : verdict
+      },
+      audit: (event) => { this.auditEvent(event) }
     })
     for (const type of ['message:delivered', 'message:failed', 'message:expired'] as const) {
       delivery.addEventListener(type, (evt) => { this.safeDispatch(type, evt.detail) })
@@ -281,7 +369,32 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
     return delivery
   }
 
+  private auditEvent (event: Omit<AuditEvent, 'at'>): void {
+    this.currentStore?.audit.append([{ at: Date.now(), ...event }]).catch(() => {})
+  }
+
+  private async savePolicy (policy: ResolvedPolicy): Promise<ResolvedPolicy> {
+    const config = await loadConfig(this.dataDir)
+    config.policy = policy
+    await saveConfig(this.dataDir, config)
+    return policy
+  }
+
+  /** Peers offering `capability`, best first: online, then fewest of our tasks running there, then lowest RTT. */
+  private async candidates (capability: string): Promise<string[]> {
+    const found = await this.find(capability, { limit: 20 })
+    const offering = found.filter(r => r.card.capabilities.some(c => c.name === capability))
+    const rank = (r: FindResult): [number, number, number] => [r.online ? 0 : 1, this.taskService.activeWith(r.peerId), this.peerTable.get(r.peerId)?.rtt ?? 1e9]
+    return offering
+      .sort((a, b) => {
+        const [x, y] = [rank(a), rank(b)]
+        return x[0] - y[0] || x[1] - y[1] || x[2] - y[2]
+      })
+      .map(r => r.peerId)
+  }
+
   private onReceived (entry: InboxEntry): void {
+    if (entry.kind.startsWith('task.')) void this.taskService.onEnvelope(entry)
     for (const listener of this.received) {
       try {
         listener(entry)
@@ -443,6 +556,28 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
     throw new NotFoundError(`no peer named ${nameOrId} among verified cards; try pmesh find or a PeerId`)
   }
 
+  async delegate (target: DelegateTarget, input: JsonValue, options: DelegateOptions = {}): Promise<TaskInfo> {
+    this.assertRunning()
+    return this.taskService.delegate(target, input, options)
+  }
+
+  async trace (id: string): Promise<TraceReport> {
+    this.assertRunning()
+    const task = await this.taskService.get(id)
+    const trace = task !== undefined ? traceId(task.trace) : /^[0-9a-f]{32}$/.test(id) ? id : undefined
+    if (trace === undefined) throw new NotFoundError(`no task ${id} (give a task id or a 32-hex trace id)`)
+    const events = (await this.store.audit.query({ trace, limit: 1000 })).entries
+    const tasks = (await this.taskService.list({ limit: 1000 })).filter(t => traceId(t.trace) === trace)
+    const tree = (info: TaskInfo): TaskTree => {
+      // local knowledge of sub-tasks (ours) wins; reported subtrees fill in what peers did
+      const local = tasks.filter(t => (t as TaskInfo & { parentId?: string }).parentId === info.id).map(tree)
+      const reported = info.children.filter(c => !local.some(l => l.taskId === c.taskId))
+      return { taskId: info.id, peer: info.peer, capability: info.capability, status: info.status, children: [...local, ...reported] }
+    }
+    const roots = task !== undefined ? [task] : tasks.filter(t => t.hop === 0 || !tasks.some(p => p.id === (t as TaskInfo & { parentId?: string }).parentId))
+    return { traceId: trace, tasks: roots.map(tree), events }
+  }
+
   async updateCard (profile: CardProfile): Promise<Card> {
     return (await this.cardService.update(profile)).card
   }
@@ -501,6 +636,7 @@ export async function createMeshNode (options: MeshNodeInit = {}): Promise<MeshN
     ...(config.bootstrap !== undefined ? { bootstrap: config.bootstrap } : {}),
     ...(config.mdns !== undefined ? { mdns: config.mdns } : {}),
     ...(config.card !== undefined ? { card: config.card } : {}),
+    ...(config.policy !== undefined ? { policy: config.policy } : {}),
     ...options
   }
   const privateKey = init.privateKey ?? (await loadOrCreateIdentity(dataDir)).privateKey

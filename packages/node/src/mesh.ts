@@ -4,7 +4,10 @@ import type { RequestOptions } from './rpc/index.js'
 import type { BroadcastResult } from './broadcast/broadcast-service.js'
 import type { DeliveryEvents, SendOptions, SendResult } from './delivery/index.js'
 import type { MeshInbox } from './inbox/inbox-view.js'
-import type { InboxEntry, OutboxRecord, OutboxStatus, Page } from '@persona-mesh/store'
+import type { AuditEvent, AuditQuery, InboxEntry, OutboxRecord, OutboxStatus, Page } from '@persona-mesh/store'
+import type { ResolvedPolicy } from './policy/policy.js'
+import type { DelegateOptions, DelegateTarget, TaskInfo, TaskUpdate } from './tasks/index.js'
+import type { TaskState, TaskTree, ToolSpec } from '@persona-mesh/protocol'
 import type { Card, JsonValue } from '@persona-mesh/protocol'
 import type { TypedEventTarget } from 'main-event'
 
@@ -46,6 +49,46 @@ export interface MeshEvents {
   'message:expired': DeliveryEvents['message:expired']
   /** A new message (or broadcast) in the inbox or quarantine. */
   'message:received': CustomEvent<InboxEntry>
+  /** A task we delegated or received changed state. */
+  'task:update': CustomEvent<TaskInfo>
+}
+
+export interface MeshTasks {
+  list(query?: { direction?: 'incoming' | 'outgoing', status?: TaskState, limit?: number }): Promise<TaskInfo[]>
+  get(id: string): Promise<TaskInfo | undefined>
+  /** Resolve when the task ends. Throws `TimeoutError` / `AbortError` / `NotFoundError`. */
+  wait(id: string, options?: { timeout?: number, signal?: AbortSignal }): Promise<TaskInfo>
+  /** Cancel a task we delegated (the worker decides unless it never received it). */
+  cancel(id: string): Promise<TaskInfo>
+  /** The agent as worker: accept, report progress, complete, fail or reject a received task. */
+  update(id: string, update: TaskUpdate): Promise<TaskInfo>
+}
+
+export interface MeshTools {
+  /** A peer's tools from its verified card (ours without `peer`). */
+  list(peer?: string): Promise<ToolSpec[]>
+  /** Run a peer's tool; args are validated by the peer (NACK `invalid_request` with the reason). */
+  call(peer: string, name: string, args: JsonValue, options?: RequestOptions): Promise<JsonValue>
+}
+
+export interface MeshAudit {
+  query(query?: AuditQuery): Promise<Page<AuditEvent>>
+}
+
+export interface MeshPolicy {
+  get(): Promise<ResolvedPolicy>
+  /** Add to the allowlist (and off the deny list); saved to config.json. */
+  allow(peer: string): Promise<ResolvedPolicy>
+  /** Put on the deny list (and off the allowlist); saved to config.json. */
+  deny(peer: string): Promise<ResolvedPolicy>
+  mode(mode: 'open' | 'allowlist'): Promise<ResolvedPolicy>
+}
+
+/** A delegation chain as this persona knows it: its own tasks plus the subtrees peers reported. */
+export interface TraceReport {
+  traceId: string
+  tasks: TaskTree[]
+  events: AuditEvent[]
 }
 
 /** One answer of `find()`: a peer and its verified card, ranked. */
@@ -111,6 +154,18 @@ export interface Mesh extends TypedEventTarget<MeshEvents> {
   topics(): Promise<string[]>
   /** Best-effort: reports how many peers it reached, with a warning when none. Not queued. */
   broadcast(topic: string, body: JsonValue, options?: { ttl?: number, thread?: string }): Promise<BroadcastResult>
+  /**
+   * Ask a peer (name or PeerId) or any peer offering `{ capability }` to do a task. Durable:
+   * waits in the outbox if the worker is away. Falls over to the next candidate on
+   * `overloaded`/`incapable`. Follow it with `tasks.get/wait` or `task:update` events.
+   */
+  delegate(target: DelegateTarget, input: JsonValue, options?: DelegateOptions): Promise<TaskInfo>
+  readonly tasks: MeshTasks
+  readonly tools: MeshTools
+  readonly audit: MeshAudit
+  readonly policy: MeshPolicy
+  /** The chain of a task (by task id or trace id) across peers. */
+  trace(id: string): Promise<TraceReport>
 }
 
-export type { PeerInfo, CardProfile, MeshInbox, SendOptions, SendResult, BroadcastResult }
+export type { TaskInfo, DelegateOptions, DelegateTarget, TaskUpdate, ResolvedPolicy, PeerInfo, CardProfile, MeshInbox, SendOptions, SendResult, BroadcastResult }

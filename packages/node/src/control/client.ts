@@ -5,7 +5,7 @@ import { AbortError, ControlConnectionError, NoDaemonError, TimeoutError } from 
 import { defaultHome, defaultName, personaDir } from '../identity.js'
 import { CONTROL_SOCKET, errorFromWire, LineSplitter, MAX_CONTROL_LINE } from './wire.js'
 import type { CardProfile } from '../cards/index.js'
-import type { BroadcastResult, FindOptions, FindResult, Mesh, MeshEvents, MeshInbox, MeshOutbox, MeshStatus, SendOptions, SendResult } from '../mesh.js'
+import type { BroadcastResult, DelegateOptions, DelegateTarget, FindOptions, FindResult, Mesh, MeshAudit, MeshEvents, MeshInbox, MeshOutbox, MeshPolicy, MeshStatus, MeshTasks, MeshTools, SendOptions, SendResult, TaskInfo, TraceReport } from '../mesh.js'
 import type { PeerInfo } from '../peers/peer-table.js'
 import type { RequestOptions } from '../rpc/index.js'
 import type { WireError } from './wire.js'
@@ -58,6 +58,39 @@ class ControlClient extends TypedEventEmitter<MeshEvents> implements RemoteMesh 
       const { signal, ...params } = options
       return this.call('inbox.wait', params, signal !== undefined ? { signal } : {})
     }
+  }
+
+  readonly tasks: MeshTasks = {
+    list: async (query = {}) => this.call('tasks.list', query),
+    get: async (id) => await this.call('tasks.get', { id }) ?? undefined,
+    wait: async (id, options = {}) => {
+      const { signal, ...params } = options
+      return this.call('tasks.wait', { id, ...params }, signal !== undefined ? { signal } : {})
+    },
+    cancel: async (id) => this.call('tasks.cancel', { id }),
+    update: async (id, update) => this.call('tasks.update', { id, ...update })
+  }
+
+  readonly tools: MeshTools = {
+    list: async (peer) => this.call('tools.list', peer === undefined ? {} : { peer }),
+    call: async (peer, name, args, options = {}) => {
+      const { signal, ...params } = options
+      return this.call('tools.call', { peer, name, args, ...params }, signal !== undefined ? { signal } : {})
+    }
+  }
+
+  readonly audit: MeshAudit = {
+    query: async (query = {}) => {
+      const { signal, ...params } = query
+      return this.call('audit.query', params, signal !== undefined ? { signal } : {})
+    }
+  }
+
+  readonly policy: MeshPolicy = {
+    get: async () => this.call('policy.get'),
+    allow: async (peer) => this.call('policy.allow', { peer }),
+    deny: async (peer) => this.call('policy.deny', { peer }),
+    mode: async (mode) => this.call('policy.mode', { mode })
   }
 
   readonly outbox: MeshOutbox = {
@@ -203,6 +236,23 @@ class ControlClient extends TypedEventEmitter<MeshEvents> implements RemoteMesh 
 
   async broadcast (topic: string, body: JsonValue, options: { ttl?: number, thread?: string } = {}): Promise<BroadcastResult> {
     return this.call<BroadcastResult>('broadcast', { topic, body, ...options })
+  }
+
+  async delegate (target: DelegateTarget, input: JsonValue, options: DelegateOptions = {}): Promise<TaskInfo> {
+    const { signal, capability, ...rest } = options
+    const params: Record<string, unknown> = { input, ...rest }
+    if (typeof target === 'string') {
+      params.peer = target
+      if (capability !== undefined) params.capability = capability
+    } else {
+      params.capability = target.capability
+      if (target.peer !== undefined) params.peer = target.peer
+    }
+    return this.call<TaskInfo>('delegate', params, signal !== undefined ? { signal } : {})
+  }
+
+  async trace (id: string): Promise<TraceReport> {
+    return this.call<TraceReport>('trace', { id })
   }
 
   close (): void {

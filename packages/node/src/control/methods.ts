@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { MESSAGE_KINDS, PRIORITIES } from '@persona-mesh/protocol'
+import { MESSAGE_KINDS, PRIORITIES, TASK_STATES } from '@persona-mesh/protocol'
 import type { Mesh } from '../mesh.js'
 
 export interface ControlMethodEntry<P = any> {
@@ -83,6 +83,51 @@ export const controlMethods: Record<string, ControlMethodEntry> = {
     z.object({ ...Filter, cursor: z.string().optional(), timeout: z.number().int().min(0).optional(), limit: z.number().int().min(1).max(100).optional() }).optional(),
     async (mesh, p, signal) => mesh.inbox.wait({ ...defined(p), signal })
   ),
+  delegate: method(
+    z.object({
+      peer: z.string().min(1).optional(),
+      capability: z.string().min(1).optional(),
+      input: z.json(),
+      timeout: z.number().int().positive().optional(),
+      deadline: z.number().int().positive().optional(),
+      priority: z.enum(PRIORITIES).optional()
+    }).refine(p => p.peer !== undefined || p.capability !== undefined, 'give a peer or a capability'),
+    async (mesh, { peer, capability, input, ...options }, signal) => {
+      const target = peer !== undefined ? (capability !== undefined ? { peer, capability } : peer) : { capability: capability! }
+      return mesh.delegate(target, input, { ...defined(options), signal })
+    }
+  ),
+  'tasks.list': method(
+    z.object({ direction: z.enum(['incoming', 'outgoing']).optional(), status: z.enum(TASK_STATES).optional(), limit: z.number().int().min(1).max(1000).optional() }).optional(),
+    async (mesh, p) => mesh.tasks.list(defined(p))
+  ),
+  'tasks.get': method(z.object({ id: z.string().min(1) }), async (mesh, p) => await mesh.tasks.get(p.id) ?? null),
+  'tasks.wait': method(z.object({ id: z.string().min(1), timeout: z.number().int().positive().optional() }), async (mesh, p, signal) => mesh.tasks.wait(p.id, { ...defined({ timeout: p.timeout }), signal })),
+  'tasks.cancel': method(z.object({ id: z.string().min(1) }), async (mesh, p) => mesh.tasks.cancel(p.id)),
+  'tasks.update': method(
+    z.object({
+      id: z.string().min(1),
+      status: z.enum(['accepted', 'working', 'completed', 'failed', 'rejected']),
+      progress: z.number().min(0).max(100).optional(),
+      message: z.string().max(1000).optional(),
+      result: z.json().optional()
+    }),
+    async (mesh, { id, ...update }) => mesh.tasks.update(id, defined(update))
+  ),
+  'tools.list': method(z.object({ peer: z.string().min(1).optional() }).optional(), async (mesh, p) => mesh.tools.list(p?.peer)),
+  'tools.call': method(
+    z.object({ peer: z.string().min(1), name: z.string().min(1), args: z.json(), timeout: z.number().int().positive().optional() }),
+    async (mesh, p, signal) => mesh.tools.call(p.peer, p.name, p.args, { signal, ...defined({ timeout: p.timeout }) })
+  ),
+  'audit.query': method(
+    z.object({ trace: z.string().optional(), peer: z.string().optional(), id: z.string().optional(), since: z.number().optional(), until: z.number().optional(), limit: z.number().int().min(1).max(1000).optional(), cursor: z.string().optional() }).optional(),
+    async (mesh, p) => mesh.audit.query(defined(p))
+  ),
+  trace: method(z.object({ id: z.string().min(1) }), async (mesh, p) => mesh.trace(p.id)),
+  'policy.get': method(NoParams, async (mesh) => mesh.policy.get()),
+  'policy.allow': method(z.object({ peer: z.string().min(1) }), async (mesh, p) => mesh.policy.allow(p.peer)),
+  'policy.deny': method(z.object({ peer: z.string().min(1) }), async (mesh, p) => mesh.policy.deny(p.peer)),
+  'policy.mode': method(z.object({ mode: z.enum(['open', 'allowlist']) }), async (mesh, p) => mesh.policy.mode(p.mode)),
   subscribe: method(z.object({ topic: z.string() }), async (mesh, p) => mesh.subscribe(p.topic)),
   unsubscribe: method(z.object({ topic: z.string() }), async (mesh, p) => mesh.unsubscribe(p.topic)),
   topics: method(NoParams, async (mesh) => mesh.topics()),

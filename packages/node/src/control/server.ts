@@ -21,7 +21,7 @@ const log = logger('persona-mesh:control')
 /** Events forwarded to control clients that subscribed with `events.subscribe`. */
 const FORWARDED_EVENTS: Array<keyof MeshEvents> = [
   'peer:connect', 'peer:disconnect', 'peer:card', 'peer:online', 'peer:offline',
-  'message:delivered', 'message:failed', 'message:expired', 'message:received'
+  'message:delivered', 'message:failed', 'message:expired', 'message:received', 'task:update'
 ]
 
 export interface ControlServer {

@@ -38,6 +38,8 @@ export interface RpcServiceInit {
   defaultTimeout?: number
   /** @default 4 */
   streamsPerPeer?: number
+  /** Checked before any handler runs (policy, rate limits); a refusal becomes a NACK. */
+  gate?: (from: string, method: string) => { ok: true } | { ok: false, reason: NackReason, message: string }
 }
 
 export type RpcComponents = Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol'>
@@ -127,6 +129,7 @@ export class RpcService {
   private readonly maxFrameSize: number
   private readonly defaultTimeout: number
   private readonly streamsPerPeer: number
+  private readonly gate: RpcServiceInit['gate']
   private stopController = new AbortController()
   private started = false
 
@@ -134,6 +137,7 @@ export class RpcService {
     this.maxFrameSize = init.maxFrameSize ?? MAX_FRAME_SIZE
     this.defaultTimeout = init.defaultTimeout ?? DEFAULT_REQUEST_TIMEOUT_MS
     this.streamsPerPeer = init.streamsPerPeer ?? DEFAULT_STREAMS_PER_PEER
+    this.gate = init.gate
     if (!(this.streamsPerPeer >= 1)) throw new InvalidArgumentError('streamsPerPeer must be at least 1')
   }
 
@@ -328,6 +332,11 @@ export class RpcService {
     }
     if (running.has(frame.id)) {
       this.reply(channel, nackFrame(frame.id, 'invalid_request', 'request id already in use on this stream'))
+      return
+    }
+    const verdict = this.gate?.(from, frame.method)
+    if (verdict !== undefined && !verdict.ok) {
+      this.reply(channel, nackFrame(frame.id, verdict.reason, verdict.message))
       return
     }
     const registration = this.handlers.get(frame.method)

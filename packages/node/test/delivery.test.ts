@@ -1,0 +1,399 @@
+/**
+ * Durable delivery between real nodes in this process (TCP on 127.0.0.1, mDNS off, LevelDB in temp
+ * homes): `send` → outbox → `/persona-mesh/deliver/1.0.0` → inbox, the outbox states and events,
+ * restarts of the sender, an offline recipient, priorities, TTL, caps, and the inbox API.
+ * Every wait is on a condition with a timeout; nothing asserts on time.
+ */
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { newId } from '@persona-mesh/protocol'
+import type { JsonValue, Priority } from '@persona-mesh/protocol'
+import type { InboxEntry } from '@persona-mesh/store'
+import type { MeshNode } from '@persona-mesh/node'
+import { afterEach, describe, expect, it } from 'vitest'
+import { TestMesh, waitFor } from './harness.js'
+
+interface Outcome { id: string, to: string, reason?: string }
+
+/** Record every `type` event of `node` from now on. */
+function record (node: MeshNode, type: 'message:delivered' | 'message:failed' | 'message:expired'): Outcome[] {
+  const seen: Outcome[] = []
+  node.addEventListener(type, (evt) => { seen.push(evt.detail) })
+  return seen
+}
+
+/** The whole inbox, page by page with cursors (bounded), in inbox order. */
+async function readAll (node: MeshNode, options: { from?: string, thread?: string, unreadOnly?: boolean, limit?: number } = {}): Promise<InboxEntry[]> {
+  const out: InboxEntry[] = []
+  let cursor: string | undefined
+  for (let page = 0; page < 10_000; page++) {
+    const { entries, nextCursor, more } = await node.inbox.read({ ...options, limit: options.limit ?? 1000, ...(cursor !== undefined ? { cursor } : {}) })
+    out.push(...entries)
+    if (!more) return out
+    expect(nextCursor).toBeDefined()
+    cursor = nextCursor
+  }
+  throw new Error('inbox paging did not end')
+}
+
+/** A PeerId nobody runs. */
+async function strangerId (): Promise<string> {
+  return peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+}
+
+/** Deterministic pseudo-random numbers, so a failure can be replayed. */
+function prng (seed: number): () => number {
+  let a = seed
+  return () => {
+    a = (a + 0x6D2B79F5) | 0
+    let t = Math.imul(a ^ (a >>> 15), 1 | a)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+describe('durable delivery between two live nodes', () => {
+  const mesh = new TestMesh()
+  afterEach(async () => { await mesh.teardown() })
+
+  it('send → message:delivered, outbox says delivered, the inbox holds it exactly once with provenance and fields intact', async () => {
+    const aria = await mesh.node({ name: 'aria' })
+    const kira = await mesh.node({ name: 'kira' })
+    await aria.dial(kira.multiaddrs[0]!)
+    const delivered = record(aria, 'message:delivered')
+    const failed = record(aria, 'message:failed')
+    const received: InboxEntry[] = []
+    kira.addEventListener('message:received', (evt) => { received.push(evt.detail) })
+
+    const replyTo = newId()
+    const body: JsonValue = { text: 'hello kira', emoji: 'héllo ✓', n: [1, 2.5, -3], nested: { ok: true, none: null }, empty: '' }
+    const sent = await aria.send(kira.peerId, body, { thread: 'thread-1', replyTo, priority: 'high' })
+    expect(sent).toEqual({ id: expect.any(String), to: kira.peerId, status: 'queued' })
+
+    await waitFor(() => delivered.some(d => d.id === sent.id), 'message:delivered')
+    expect(delivered.filter(d => d.id === sent.id)).toEqual([{ id: sent.id, to: kira.peerId }])
+    expect(failed).toEqual([])
+    expect(await aria.outbox.get(sent.id)).toMatchObject({ id: sent.id, to: kira.peerId, status: 'delivered', priority: 'high' })
+
+    const inbox = await readAll(kira)
+    expect(inbox.filter(e => e.id === sent.id)).toHaveLength(1)
+    const entry = inbox.find(e => e.id === sent.id)!
+    expect(entry).toMatchObject({
+      id: sent.id,
+      from: aria.peerId,
+      to: kira.peerId,
+      kind: 'message',
+      thread: 'thread-1',
+      replyTo,
+      priority: 'high',
+      body,
+      acked: false,
+      quarantined: false,
+      hop: 0
+    })
+    expect(entry.topic).toBeUndefined()
+    expect(await kira.inbox.get(sent.id)).toEqual(entry)
+    await waitFor(() => received.some(e => e.id === sent.id), 'message:received on the recipient')
+
+    // by name, once kira's verified card is known
+    await waitFor(async () => (await aria.cards()).some(c => c.name === 'kira'), 'kira\'s card at aria')
+    const byName = await aria.send('kira', { text: 'by name' })
+    expect(byName.to).toBe(kira.peerId)
+    await waitFor(() => delivered.some(d => d.id === byName.id), 'delivery of the message sent by name')
+    expect(await kira.inbox.get(byName.id)).toMatchObject({ from: aria.peerId, body: { text: 'by name' } })
+    expect((await readAll(kira)).map(e => e.id)).toEqual([sent.id, byName.id])
+    expect(failed).toEqual([])
+  })
+
+  it('to an offline peer: queued, still queued across a sender restart, delivered exactly once when the peer comes up', async () => {
+    const home = await mesh.home()
+    // kira exists (its PeerId is known) but does not run yet
+    const kira = await mesh.node({ name: 'kira', start: false })
+    let aria = await mesh.node({ name: 'aria', home })
+    const ariaId = aria.peerId
+
+    const sent = await aria.send(kira.peerId, { text: 'while you were away' })
+    expect(sent).toEqual({ id: expect.any(String), to: kira.peerId, status: 'queued' })
+    expect(await aria.outbox.get(sent.id)).toMatchObject({ status: 'queued', to: kira.peerId })
+    expect((await aria.status()).outbox.queued).toBe(1)
+
+    await aria.stop()
+    aria = await mesh.node({ name: 'aria', home })
+    expect(aria.peerId).toBe(ariaId)
+    expect(await aria.outbox.get(sent.id)).toMatchObject({ status: 'queued' })
+    expect((await aria.status()).outbox.queued).toBe(1)
+    const delivered = record(aria, 'message:delivered')
+
+    await kira.start()
+    await kira.dial(aria.multiaddrs[0]!)
+    await waitFor(() => delivered.some(d => d.id === sent.id), 'delivery after kira came up')
+    expect(await aria.outbox.get(sent.id)).toMatchObject({ status: 'delivered' })
+    expect((await aria.status()).outbox.queued).toBe(0)
+    const inbox = await readAll(kira)
+    expect(inbox.map(e => e.id)).toEqual([sent.id])
+    expect(inbox[0]).toMatchObject({ from: ariaId, body: { text: 'while you were away' } })
+    expect(delivered.filter(d => d.id === sent.id)).toHaveLength(1)
+  })
+
+  it('300 queued for an offline peer, mixed priorities: all arrive exactly once, high before normal before low, FIFO within each', async () => {
+    const kira = await mesh.node({ name: 'kira', start: false })
+    const aria = await mesh.node({ name: 'aria' })
+    const delivered = record(aria, 'message:delivered')
+    const random = prng(300)
+    const priorities: Priority[] = []
+    const ids: string[] = []
+    for (let i = 0; i < 300; i++) {
+      const r = random()
+      const priority: Priority = r < 0.3 ? 'low' : r < 0.7 ? 'normal' : 'high'
+      priorities.push(priority)
+      ids.push((await aria.send(kira.peerId, { i, priority }, { priority })).id)
+    }
+    expect(new Set(ids).size).toBe(300)
+    expect((await aria.status()).outbox.queued).toBe(300)
+
+    await kira.start()
+    await kira.dial(aria.multiaddrs[0]!)
+    await waitFor(() => delivered.length >= 300, 'all 300 delivered', 30_000)
+    expect(new Set(delivered.map(d => d.id))).toEqual(new Set(ids))
+    expect(delivered).toHaveLength(300)
+
+    const inbox = await readAll(kira, { limit: 64 })
+    expect(inbox).toHaveLength(300)
+    expect(new Set(inbox.map(e => e.id)).size).toBe(300)
+    const order = inbox.map(e => (e.body as { i: number }).i)
+    expect(new Set(order).size).toBe(300)
+    for (const e of inbox) expect(e.priority).toBe(priorities[(e.body as { i: number }).i])
+    // the sender streams its queue in (priority, FIFO) order on one stream and the receiver stores
+    // in arrival order, so receipt order is exactly: every high by index, then normal, then low
+    const expected = (['high', 'normal', 'low'] as const).flatMap(p => priorities.flatMap((q, i) => q === p ? [i] : []))
+    expect(order).toEqual(expected)
+    expect((await aria.status()).outbox.queued).toBe(0)
+  })
+
+  it('a TTL that runs out while the peer is offline ends expired (event + outbox record), and it is never delivered later', async () => {
+    const kira = await mesh.node({ name: 'kira', start: false })
+    const aria = await mesh.node({ name: 'aria' })
+    const expired = record(aria, 'message:expired')
+    const delivered = record(aria, 'message:delivered')
+    const sent = await aria.send(kira.peerId, { text: 'short-lived' }, { ttl: 300 })
+    const queued = await aria.outbox.get(sent.id)
+    expect(queued).toMatchObject({ status: 'queued' })
+    expect(queued!.expiresAt - queued!.createdAt).toBe(300)
+
+    // The periodic expiry pass runs only every 30 s; `outbox.list()` runs one first, so polling it
+    // ends this wait soon after the 300 ms TTL instead of after the next sweep.
+    await waitFor(async () => {
+      await aria.outbox.list({ status: 'expired' })
+      return expired.some(e => e.id === sent.id)
+    }, 'the message to expire', 15_000)
+    expect(expired.filter(e => e.id === sent.id)).toEqual([{ id: sent.id, to: kira.peerId, reason: expect.stringMatching(/not delivered before/) }])
+    expect(await aria.outbox.get(sent.id)).toMatchObject({ status: 'expired', reason: expect.stringMatching(/not delivered before/) })
+    expect((await aria.outbox.list({ status: 'expired' })).entries.map(r => r.id)).toEqual([sent.id])
+    expect((await aria.status()).outbox.queued).toBe(0)
+
+    // kira comes up: a later message is the marker; the expired one never arrives
+    await kira.start()
+    await kira.dial(aria.multiaddrs[0]!)
+    const marker = await aria.send(kira.peerId, { text: 'marker' })
+    await waitFor(() => delivered.some(d => d.id === marker.id), 'the marker')
+    expect((await readAll(kira)).map(e => e.id)).toEqual([marker.id])
+    expect(delivered.map(d => d.id)).toEqual([marker.id])
+    expect(expired).toHaveLength(1)
+  })
+
+  it('a note to self (own PeerId or own name) lands in the own inbox and ends delivered', async () => {
+    const aria = await mesh.node({ name: 'aria' })
+    const delivered = record(aria, 'message:delivered')
+    const byId = await aria.send(aria.peerId, { note: 'remember the milk' }, { thread: 'todo' })
+    const byName = await aria.send('aria', { note: 'and the eggs' })
+    expect(byName.to).toBe(aria.peerId)
+    await waitFor(() => delivered.length >= 2, 'both notes delivered')
+    expect(delivered.map(d => d.id).sort()).toEqual([byId.id, byName.id].sort())
+    expect(await aria.outbox.get(byId.id)).toMatchObject({ status: 'delivered' })
+    const inbox = await readAll(aria)
+    expect(inbox.map(e => e.id)).toEqual([byId.id, byName.id])
+    expect(inbox[0]).toMatchObject({ from: aria.peerId, to: aria.peerId, kind: 'message', thread: 'todo', body: { note: 'remember the milk' } })
+    expect(await aria.inbox.unread()).toBe(2)
+  })
+
+  it('QueueFullError past maxQueuePerPeer (per recipient) and maxQueueTotal; nothing is queued for the refused send', async () => {
+    const aria = await mesh.node({ name: 'aria', maxQueuePerPeer: 5, maxQueueTotal: 8 })
+    const x = await strangerId()
+    const y = await strangerId()
+    for (let i = 0; i < 5; i++) await aria.send(x, { i })
+    const full = await aria.send(x, { i: 5 }).catch((e: Error) => e)
+    expect(full).toBeInstanceOf(Error)
+    expect((full as Error).name).toBe('QueueFullError')
+    expect((await aria.status()).outbox.queued).toBe(5)
+    expect((await aria.outbox.list({ to: x, limit: 100 })).entries).toHaveLength(5)
+
+    // another recipient still has room, up to the total cap
+    for (let i = 0; i < 3; i++) await aria.send(y, { i })
+    const total = await aria.send(y, { i: 3 }).catch((e: Error) => e)
+    expect((total as Error).name).toBe('QueueFullError')
+    expect((await aria.status()).outbox.queued).toBe(8)
+    expect((await aria.outbox.list({ status: 'queued', limit: 100 })).entries).toHaveLength(8)
+  })
+})
+
+describe('the inbox API', () => {
+  const mesh = new TestMesh()
+  afterEach(async () => { await mesh.teardown() })
+
+  /** kira receives 25 messages from aria (threads alpha/beta by parity) and 5 from juno (thread gamma). */
+  async function populated (): Promise<{ aria: MeshNode, kira: MeshNode, juno: MeshNode, ids: string[] }> {
+    const kira = await mesh.node({ name: 'kira' })
+    const aria = await mesh.node({ name: 'aria' })
+    const juno = await mesh.node({ name: 'juno' })
+    await aria.dial(kira.multiaddrs[0]!)
+    await juno.dial(kira.multiaddrs[0]!)
+    const ids: string[] = []
+    for (let i = 0; i < 25; i++) ids.push((await aria.send(kira.peerId, { i }, { thread: i % 2 === 0 ? 'alpha' : 'beta' })).id)
+    for (let i = 25; i < 30; i++) ids.push((await juno.send(kira.peerId, { i }, { thread: 'gamma' })).id)
+    await waitFor(async () => (await kira.inbox.unread()) === 30, '30 messages in kira\'s inbox')
+    return { aria, kira, juno, ids }
+  }
+
+  it('read pages with cursor/nextCursor return every entry exactly once, in inbox order; filters by from and thread', async () => {
+    const { aria, kira, juno, ids } = await populated()
+    const all = await readAll(kira)
+    expect(all).toHaveLength(30)
+    expect(new Set(all.map(e => e.id))).toEqual(new Set(ids))
+
+    for (const limit of [1, 7, 30, 50]) {
+      const paged = await readAll(kira, { limit })
+      expect(paged.map(e => e.id)).toEqual(all.map(e => e.id))
+    }
+    // the last page says there is no more; reading on from its cursor gives nothing new
+    const first = await kira.inbox.read({ limit: 30 })
+    expect(first.entries).toHaveLength(30)
+    if (first.more) {
+      const rest = await kira.inbox.read({ cursor: first.nextCursor!, limit: 10 })
+      expect(rest.entries).toEqual([])
+      expect(rest.more).toBe(false)
+    }
+    // peek never consumes
+    expect(await kira.inbox.unread()).toBe(30)
+
+    const fromAria = await readAll(kira, { from: aria.peerId, limit: 4 })
+    expect(fromAria).toHaveLength(25)
+    expect(fromAria.every(e => e.from === aria.peerId)).toBe(true)
+    expect(fromAria.map(e => (e.body as { i: number }).i)).toEqual([...Array(25).keys()])
+    const fromJuno = await readAll(kira, { from: juno.peerId })
+    expect(fromJuno.map(e => (e.body as { i: number }).i)).toEqual([25, 26, 27, 28, 29])
+    const alpha = await readAll(kira, { thread: 'alpha', limit: 3 })
+    expect(alpha.map(e => (e.body as { i: number }).i)).toEqual([...Array(13).keys()].map(k => 2 * k))
+    expect(await readAll(kira, { thread: 'gamma', from: aria.peerId })).toEqual([])
+    expect(await readAll(kira, { from: await strangerId() })).toEqual([])
+
+    const bad = await kira.inbox.read({ limit: 0 }).catch((e: Error) => e)
+    expect((bad as Error).name).toBe('InvalidArgumentError')
+  })
+
+  it('ack: unread drops, unreadOnly excludes it, a second ack says already-acked, an unknown id says unknown', async () => {
+    const { kira, ids } = await populated()
+    const picked = [ids[0]!, ids[7]!, ids[29]!]
+    expect(await kira.inbox.ack(picked)).toEqual(['acked', 'acked', 'acked'])
+    expect(await kira.inbox.unread()).toBe(27)
+    const unread = await readAll(kira, { unreadOnly: true, limit: 5 })
+    expect(unread).toHaveLength(27)
+    expect(unread.some(e => picked.includes(e.id))).toBe(false)
+    expect(await kira.inbox.get(ids[7]!)).toMatchObject({ acked: true, ackedAt: expect.any(Number) })
+    // acked entries stay readable (peek all)
+    expect(await readAll(kira)).toHaveLength(30)
+
+    expect(await kira.inbox.ack([ids[7]!, ids[8]!, newId()])).toEqual(['already-acked', 'acked', 'unknown'])
+    expect(await kira.inbox.unread()).toBe(26)
+    expect((await kira.status()).inbox.unread).toBe(26)
+  })
+
+  it('wait: at once when matching unread exist; with a cursor, when a new matching message arrives; timedOut; AbortError', async () => {
+    const { aria, kira, juno } = await populated()
+
+    // matching unread messages exist: answered from the inbox right away
+    const now = await kira.inbox.wait({ from: juno.peerId, timeout: 30_000 })
+    expect(now.timedOut).toBe(false)
+    expect(now.messages.map(e => (e.body as { i: number }).i)).toEqual([25, 26, 27, 28, 29])
+    expect(now.nextCursor).toBeDefined()
+    const limited = await kira.inbox.wait({ limit: 3 })
+    expect(limited.messages).toHaveLength(3)
+
+    // after the end of the inbox: only a new message that matches the filter ends the wait
+    const all = await readAll(kira)
+    const end = all.at(-1)!.cursor
+    let settled = false
+    const waiting = kira.inbox.wait({ cursor: end, thread: 'delta', timeout: 30_000 }).finally(() => { settled = true })
+    const other = await aria.send(kira.peerId, { i: 100 }, { thread: 'beta' })
+    await waitFor(async () => (await kira.inbox.get(other.id)) !== undefined, 'the non-matching message in the inbox')
+    expect(settled).toBe(false)
+    const wanted = await juno.send(kira.peerId, { i: 101 }, { thread: 'delta' })
+    const woke = await waiting
+    expect(woke.timedOut).toBe(false)
+    expect(woke.messages.map(e => e.id)).toEqual([wanted.id])
+    expect(woke.messages[0]).toMatchObject({ from: juno.peerId, thread: 'delta', body: { i: 101 } })
+    expect(woke.nextCursor).toBeDefined()
+
+    // following on from the returned cursor: nothing newer yet
+    const quiet = await kira.inbox.wait({ cursor: woke.nextCursor!, timeout: 200 })
+    expect(quiet).toMatchObject({ messages: [], timedOut: true })
+
+    // nothing matches: times out empty
+    const stranger = await strangerId()
+    expect(await kira.inbox.wait({ from: stranger, timeout: 200 })).toMatchObject({ messages: [], timedOut: true })
+
+    // aborted while parked (abort only once another message went through, so the wait is past its
+    // first look at the inbox; an abort during that look is the bug pinned down below), and already aborted
+    const controller = new AbortController()
+    let abortSettled = false
+    const aborted = kira.inbox.wait({ from: stranger, timeout: 30_000, signal: controller.signal }).catch((e: Error) => e).finally(() => { abortSettled = true })
+    const passing = await aria.send(kira.peerId, { i: 102 })
+    await waitFor(async () => (await kira.inbox.get(passing.id)) !== undefined, 'a message passing by the parked wait')
+    expect(abortSettled).toBe(false)
+    controller.abort()
+    expect((await aborted as Error).name).toBe('AbortError')
+    const pre = await kira.inbox.wait({ signal: AbortSignal.abort() }).catch((e: Error) => e)
+    expect((pre as Error).name).toBe('AbortError')
+
+    const badTimeout = await kira.inbox.wait({ timeout: -1 }).catch((e: Error) => e)
+    expect((badTimeout as Error).name).toBe('InvalidArgumentError')
+  })
+
+  /**
+   * BUG (inbox-view.ts `wait`): `onAbort` rejects `arrived.promise`, but nothing listens on that
+   * promise until the first `look()` has read the inbox. An abort in that window is an unhandled
+   * rejection (fatal for a daemon under Node's default `--unhandled-rejections=throw`; a control
+   * client cancelling a fresh `inbox.wait` does exactly this); if the first look then finds
+   * messages, the rejection is never handled at all.
+   * Fix: right after `const arrived = Promise.withResolvers<void>()` add `arrived.promise.catch(() => {})`.
+   */
+  it.fails('aborting a wait while it first reads the inbox rejects with AbortError and leaves no unhandled rejection', async () => {
+    const kira = await mesh.node({ name: 'kira' })
+    const unhandled = await unhandledRejectionsDuring(async () => {
+      const controller = new AbortController()
+      const aborted = kira.inbox.wait({ timeout: 30_000, signal: controller.signal }).catch((e: Error) => e)
+      controller.abort()
+      expect((await aborted as Error).name).toBe('AbortError')
+    })
+    expect(unhandled.map(e => (e as Error).message)).toEqual([])
+  })
+})
+
+/**
+ * Run `fn` with this process's `unhandledRejection` listeners (vitest's) swapped for a recorder,
+ * and return what it recorded. Node reports an unhandled rejection at the end of the tick it
+ * happened in, so anything `fn` caused is reported by the time `fn`'s own I/O has completed.
+ */
+async function unhandledRejectionsDuring (fn: () => Promise<void>): Promise<unknown[]> {
+  const saved = process.listeners('unhandledRejection')
+  const seen: unknown[] = []
+  const recorder = (reason: unknown): void => { seen.push(reason) }
+  process.removeAllListeners('unhandledRejection')
+  process.on('unhandledRejection', recorder)
+  try {
+    await fn()
+  } finally {
+    process.off('unhandledRejection', recorder)
+    for (const listener of saved) process.on('unhandledRejection', listener)
+  }
+  return seen
+}
