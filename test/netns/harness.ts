@@ -87,7 +87,7 @@ export function netnsAvailability (): { ok: true } | { ok: false, reason: string
   } catch (err) {
     return { ok: false, reason: `\`ip netns\` unavailable (apt-get install -y iproute2): ${(err as Error).message}` }
   }
-  const probe = `pmnt-probe-${process.pid}`
+  const probe = `pmnt-${process.pid}-probe` // matched by cleanupLeftovers('pmnt') if we die here
   try {
     execFileSync('ip', ['netns', 'add', probe], { stdio: 'pipe', timeout: CMD_TIMEOUT_MS })
   } catch (err) {

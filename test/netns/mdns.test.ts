@@ -1,12 +1,19 @@
 /**
  * Tier 4: three "machines" (network namespaces on one bridge), a real `pmesh start` daemon in
  * each with mDNS on and no bootstrap. They must find and connect to each other, answer
- * `mesh.echo` across hosts, fail with a typed error while one is partitioned, and recover after.
+ * `mesh.echo` across hosts, fail with a typed error while one is partitioned, recover after a
+ * short partition (connection survives) and after a long one (connections dropped by libp2p's
+ * connection monitor, then re-established without any request).
  *
  * mDNS runs only inside the namespaces; this process (host namespace) only talks to the daemons
- * over their Unix control sockets. Needs root; skipped loudly otherwise.
+ * over their Unix control sockets, and checks that the host namespace sent no multicast.
+ * Needs root; skipped loudly otherwise.
+ *
+ * Env: PMESH_NETNS_VERBOSE=1 prints each daemon's stderr (combine with DEBUG='persona-mesh:*');
+ * PMESH_NETNS_LONG=1 adds a ~75 s partition-outlasts-the-redial-backoff case;
+ * PMESH_NETNS_BIN=<path to bin.js> runs another CLI build.
  */
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { networkInterfaces, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -19,7 +26,8 @@ import type { Network } from './harness.js'
 import type { ChildProcess } from 'node:child_process'
 
 const HOSTS = 3
-const BIN = resolve(fileURLToPath(import.meta.url), '../../../packages/cli/dist/bin.js')
+// PMESH_NETNS_BIN: run another build of the CLI (e.g. a scratch copy with a node fix)
+const BIN = process.env.PMESH_NETNS_BIN ?? resolve(fileURLToPath(import.meta.url), '../../../packages/cli/dist/bin.js')
 const availability = netnsAvailability()
 
 if (!availability.ok) {
@@ -32,6 +40,22 @@ if (!availability.ok) {
     ''
   ].join('\n'))
 }
+
+/** Remove `pmnt-home-<pid>-*` temp dirs of runs whose process is gone (killed before afterAll). */
+async function removeStaleHomes (): Promise<void> {
+  for (const entry of await readdir(tmpdir()).catch(() => [] as string[])) {
+    const match = /^pmnt-home-(\d+)-/.exec(entry)
+    if (match === null) continue
+    try {
+      process.kill(Number(match[1]), 0)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') await rm(join(tmpdir(), entry), { recursive: true, force: true })
+    }
+  }
+}
+
+/** How much of each daemon's stderr to keep for diagnostics (more with PMESH_NETNS_VERBOSE). */
+const STDERR_KEEP = process.env.PMESH_NETNS_VERBOSE !== undefined ? 4_000_000 : 8000
 
 interface Daemon {
   name: string
@@ -52,7 +76,7 @@ async function startDaemon (network: Network, hostIndex: number, home: string): 
   ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PMESH_HOME: home } })
   let err = ''
   child.stderr?.setEncoding('utf8')
-  child.stderr?.on('data', (chunk: string) => { err = (err + chunk).slice(-8000) })
+  child.stderr?.on('data', (chunk: string) => { err = (err + chunk).slice(-STDERR_KEEP) })
   const line = await new Promise<string>((resolveLine, reject) => {
     let out = ''
     const timer = setTimeout(() => { reject(new Error(`${name} printed nothing within 20 s; stderr:\n${err}`)) }, 20_000)
@@ -92,11 +116,13 @@ describe.skipIf(!availability.ok)('multi-host: mDNS across network namespaces (t
   const daemons: Daemon[] = []
   const spawned: ChildProcess[] = []
   let startedAt = 0
+  let listeningAt = 0
   let hostMcastBefore: { inMcastPkts: number, outMcastPkts: number } | undefined
 
   beforeAll(async () => {
     hostMcastBefore = await multicastCounters()
-    home = await mkdtemp(join(tmpdir(), 'pmnt-home-'))
+    await removeStaleHomes()
+    home = await mkdtemp(join(tmpdir(), `pmnt-home-${process.pid}-`))
     network = await createNetwork({ hosts: HOSTS, prefix: 'pmnt' })
     console.log(`netns: bridge ${network.bridgeNs}, hosts ${network.hosts.map(h => `${h.ns}=${h.ip}`).join(', ')}`)
     startedAt = Date.now()
@@ -110,7 +136,8 @@ describe.skipIf(!availability.ok)('multi-host: mDNS across network namespaces (t
     const failed = results.find(r => r.status === 'rejected')
     if (failed !== undefined) throw (failed as PromiseRejectedResult).reason
     daemons.sort((a, b) => a.name.localeCompare(b.name))
-    console.log(`netns: ${HOSTS} daemons listening after ${Date.now() - startedAt} ms`)
+    listeningAt = Date.now()
+    console.log(`netns: ${HOSTS} daemons listening after ${listeningAt - startedAt} ms`)
   })
 
   afterAll(async () => {
@@ -130,8 +157,7 @@ describe.skipIf(!availability.ok)('multi-host: mDNS across network namespaces (t
 
   it('advertises only the namespace\'s own addresses, never the host namespace\'s', () => {
     const hostAddrs = Object.values(networkInterfaces()).flat()
-      .filter(a => a !== undefined && !a.internal)
-      .map(a => a.address)
+      .flatMap(a => a !== undefined && !a.internal ? [a.address] : [])
     for (const [i, d] of daemons.entries()) {
       console.log(`netns: ${d.name} (${network?.hosts[i]?.ip}) advertises ${d.multiaddrs.join(' ')}`)
       const ips = d.multiaddrs.map(ma => ma.split('/')[2] ?? '')
@@ -153,7 +179,8 @@ describe.skipIf(!availability.ok)('multi-host: mDNS across network namespaces (t
       console.log(diagnostics())
       throw err
     }
-    console.log(`netns: all ${HOSTS} connected ${Date.now() - startedAt} ms after the daemons were spawned`)
+    const now = Date.now()
+    console.log(`netns: all ${HOSTS} connected ${now - startedAt} ms after the daemons were spawned (${now - listeningAt} ms after the last was listening)`)
   })
 
   it('mesh.echo works across hosts', async () => {
@@ -212,4 +239,63 @@ describe.skipIf(!availability.ok)('multi-host: mDNS across network namespaces (t
       if (!healed) await net.heal(2).catch(() => {})
     }
   })
+
+  it('a long partition drops the connections; after heal the mesh reconnects by itself', async () => {
+    const net = network as Network
+    const [a, b, c] = daemons as [Daemon, Daemon, Daemon]
+    await net.partition(1)
+    let healed = false
+    try {
+      const t0 = Date.now()
+      // libp2p's connection monitor pings every 10 s and aborts connections whose ping fails
+      await waitFor(`${a.name} and ${c.name} to drop ${b.name}`, async () => {
+        const [pa, pc] = await Promise.all([peersOf(a), peersOf(c)])
+        return !pa.includes(b.peerId) && !pc.includes(b.peerId)
+      }, { timeout: 30_000, interval: 200 })
+      console.log(`netns: ${b.name}'s connections dropped ${Date.now() - t0} ms into the partition`)
+      await net.heal(1)
+      healed = true
+      const t1 = Date.now()
+      await waitFor('full mesh again after heal, with no request to trigger a dial', async () => {
+        const lists = await Promise.all(daemons.map(peersOf))
+        return daemons.every((d, i) => daemons.every(o => o === d || (lists[i] ?? []).includes(o.peerId)))
+      }, { timeout: 25_000, interval: 100 })
+      console.log(`netns: full mesh again ${Date.now() - t1} ms after heal`)
+      expect(await a.mesh.request(b.peerId, 'mesh.echo', { reconnected: true }, { timeout: 5000 })).toEqual({ reconnected: true })
+    } finally {
+      if (!healed) await net.heal(1).catch(() => {})
+    }
+  })
+
+  // Opt-in (PMESH_NETNS_LONG=1, ~75 s): a partition that outlasts the peer table's redial backoff.
+  // Once a peer is in the peer store, libp2p never fires `peer:discovery` for it again, so only the
+  // discovery services' own `peer` events (mDNS answers every query, every 10 s) can bring it back
+  // promptly. Expect the full mesh within about one mDNS interval of the heal.
+  it.skipIf(process.env.PMESH_NETNS_LONG === undefined)('after a partition longer than the redial backoff, mDNS re-discovery reconnects within one query interval', async () => {
+    const net = network as Network
+    const [a, b, c] = daemons as [Daemon, Daemon, Daemon]
+    const HOLD_MS = 40_000
+    await net.partition(1)
+    let healed = false
+    try {
+      const t0 = Date.now()
+      await waitFor(`${a.name} and ${c.name} to drop ${b.name}`, async () => {
+        const [pa, pc] = await Promise.all([peersOf(a), peersOf(c)])
+        return !pa.includes(b.peerId) && !pc.includes(b.peerId)
+      }, { timeout: 30_000, interval: 200 })
+      // the scenario itself, not a wait for a condition: keep the cable out for a while
+      await new Promise(resolveHold => setTimeout(resolveHold, HOLD_MS))
+      console.log(`netns: ${b.name} partitioned for ${Date.now() - t0} ms`)
+      await net.heal(1)
+      healed = true
+      const t1 = Date.now()
+      await waitFor('full mesh again after a long partition', async () => {
+        const lists = await Promise.all(daemons.map(peersOf))
+        return daemons.every((d, i) => daemons.every(o => o === d || (lists[i] ?? []).includes(o.peerId)))
+      }, { timeout: 14_000, interval: 100 })
+      console.log(`netns: full mesh again ${Date.now() - t1} ms after healing a long partition`)
+    } finally {
+      if (!healed) await net.heal(1).catch(() => {})
+    }
+  }, 120_000)
 })

@@ -13,6 +13,7 @@ export interface Range {
 
 export interface Iter<T> extends AsyncIterableIterator<T> {
   nextv (size: number): Promise<T[]>
+  all (): Promise<T[]>
   close (): Promise<void>
 }
 
@@ -65,13 +66,26 @@ export function under (prefix: string): { gte: string, lt: string } {
   return { gte: prefix, lt: prefix.slice(0, -1) + AFTER_SEP }
 }
 
-/** Keys under `prefix` strictly after (or before, when `reverse`) `from`, which is a full key or undefined. */
-export function pageRange (prefix: string, from: string | undefined, reverse: boolean, limit: number): Range {
-  const all = under(prefix)
-  if (from === undefined) {
-    return { ...all, reverse, limit }
+/**
+ * Keys under `prefix` (`''`: the whole sublevel) strictly after `from` (before it when `reverse`),
+ * where `from` is a full key.
+ */
+export function pageRange (prefix: string, from: string | undefined, reverse: boolean): Range {
+  const range: Range = prefix === '' ? { reverse } : { ...under(prefix), reverse }
+  if (from !== undefined) {
+    if (reverse) {
+      range.lt = from
+    } else {
+      delete range.gte
+      range.gt = from
+    }
   }
-  return reverse ? { gte: all.gte, lt: from, reverse, limit } : { gt: from, lt: all.lt, reverse, limit }
+  return range
+}
+
+/** `level` hands back Buffers for binary values; callers get a plain Uint8Array view of the same memory. */
+export function plainBytes (b: Uint8Array): Uint8Array {
+  return b.constructor === Uint8Array ? b : new Uint8Array(b.buffer, b.byteOffset, b.byteLength)
 }
 
 const WIDTH = 16

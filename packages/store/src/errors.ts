@@ -108,3 +108,13 @@ export function fromLevel (err: unknown): unknown {
   }
   return err
 }
+
+/** Storage failures become StorageError/StorageFullError; anything else was a value that cannot be encoded. */
+export function writeError (err: unknown): Error {
+  const mapped = fromLevel(err)
+  if (mapped instanceof MeshError) {
+    return mapped
+  }
+  const message = err instanceof Error ? err.message : String(err)
+  return new InvalidRecordError(`cannot store value: ${message}`, { cause: err })
+}

@@ -12,8 +12,12 @@ export class Txn {
   readonly ops: Op[] = []
   private readonly overlay = new Map<string, Slot>()
   private readonly commits: Array<() => void> = []
+  /** Round-wide scratch space, shared by every job of the round (e.g. counter deltas for caps). */
+  readonly scratch: Map<string, unknown>
 
-  constructor (private readonly parent?: Txn) {}
+  constructor (private readonly parent?: Txn) {
+    this.scratch = parent?.scratch ?? new Map()
+  }
 
   private slot (id: string): Slot | undefined {
     for (let t: Txn | undefined = this; t !== undefined; t = t.parent) {
@@ -170,5 +174,76 @@ export class Serial {
     }
     root.committed()
     for (const { job, result } of done) job.resolve(result)
+  }
+}
+
+interface Call<I, R> {
+  input: I
+  resolve: (value: R) => void
+  reject: (err: unknown) => void
+  signal?: AbortSignal
+  onAbort?: () => void
+}
+
+/**
+ * Merges concurrent calls of one kind into a single job per round, so the job can read what all of
+ * them need in one `getMany` and write them in one batch. `runAll` gets the inputs in call order and
+ * returns one result per input; an `Error` in that list rejects only its own call (and that call must
+ * not have written anything). A call waiting for its round can be aborted.
+ */
+export class Coalescer<I, R> {
+  private pending: Array<Call<I, R>> = []
+  private scheduled = false
+
+  constructor (
+    private readonly serial: Serial,
+    private readonly runAll: (txn: Txn, inputs: I[]) => Promise<Array<R | Error>>
+  ) {}
+
+  call (input: I, options: { signal?: AbortSignal } = {}): Promise<R> {
+    const { signal } = options
+    if (signal?.aborted === true) {
+      return Promise.reject(signal.reason)
+    }
+    return new Promise<R>((resolve, reject) => {
+      const call: Call<I, R> = { input, resolve, reject }
+      if (signal !== undefined) {
+        call.signal = signal
+        call.onAbort = () => {
+          const at = this.pending.indexOf(call)
+          if (at !== -1) {
+            this.pending.splice(at, 1)
+            reject(signal.reason)
+          }
+        }
+        signal.addEventListener('abort', call.onAbort, { once: true })
+      }
+      this.pending.push(call)
+      if (!this.scheduled) {
+        this.scheduled = true
+        this.schedule()
+      }
+    })
+  }
+
+  private schedule (): void {
+    let calls: Array<Call<I, R>> = []
+    this.serial.run(async txn => {
+      // take everything that arrived until the job started; later calls go to the next job
+      this.scheduled = false
+      calls = this.pending.splice(0)
+      for (const c of calls) {
+        if (c.onAbort !== undefined) c.signal?.removeEventListener('abort', c.onAbort)
+      }
+      return calls.length === 0 ? [] : await this.runAll(txn, calls.map(c => c.input))
+    }).then(results => {
+      calls.forEach((c, i) => {
+        const r = results[i]
+        if (r instanceof Error) c.reject(r)
+        else c.resolve(r)
+      })
+    }, err => {
+      for (const c of calls) c.reject(err)
+    })
   }
 }

@@ -1,5 +1,5 @@
 import { batch, type Db, type Op } from './db.js'
-import { StorageFullError, toStoreError } from './errors.js'
+import { StorageFullError, writeError } from './errors.js'
 
 interface Request {
   ops: Op[]
@@ -104,7 +104,7 @@ export class SyncWriter {
       this.count(requests.length, ops.length)
       for (const r of requests) r.resolve()
     } catch (cause) {
-      const err = toStoreError(cause)
+      const err = writeError(cause)
       if (requests.length === 1 || err instanceof StorageFullError) {
         for (const r of requests) r.reject(err)
         return
@@ -116,7 +116,7 @@ export class SyncWriter {
           this.count(1, r.ops.length)
           r.resolve()
         } catch (e) {
-          r.reject(toStoreError(e))
+          r.reject(writeError(e))
         }
       }
     }

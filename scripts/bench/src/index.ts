@@ -6,14 +6,17 @@
  * the same document per benchmark is written to `<repo>/.bench/<name>-<timestamp>.json`.
  * Progress and a readable table go to stderr. Exit code 1 if any benchmark failed.
  */
+import { mkdtempSync, rmSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { BENCHMARKS } from './benchmarks/index.js'
 import { machineInfo } from './lib/machine.js'
+import { meshModuleOverride, TMP_ROOT_ENV } from './lib/mesh.js'
+import type { BenchContext, BenchmarkModule, BenchResult } from './lib/registry.js'
 import { renderTable } from './lib/table.js'
 import { closeAllWorkers, killAllWorkers, Worker } from './lib/workers.js'
-import type { BenchContext, BenchmarkModule, BenchResult } from './lib/registry.js'
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
 const OUT_DIR = join(REPO_ROOT, '.bench')
@@ -54,8 +57,14 @@ const interrupt = new AbortController()
 let interrupted = false
 
 function installCleanup (): void {
+  // workers keep their data under one directory per run, removed here whatever happened to them
+  const tmpRoot = mkdtempSync(join(tmpdir(), 'pmesh-bench-'))
+  process.env[TMP_ROOT_ENV] = tmpRoot
   // last resort: no worker outlives this process
-  process.on('exit', () => { killAllWorkers() })
+  process.on('exit', () => {
+    killAllWorkers()
+    rmSync(tmpRoot, { recursive: true, force: true })
+  })
   const onSignal = (signal: NodeJS.Signals): void => {
     if (interrupted) {
       killAllWorkers()
@@ -81,7 +90,7 @@ async function runOne (name: string, opts: Options, profDir: string | undefined)
     spawn: async (role, args, options = {}) => {
       if (interrupt.signal.aborted) throw new Error('interrupted')
       const nodeArgs = [...(options.nodeArgs ?? [])]
-      if (profDir !== undefined) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${name}-${role}-\${pid}.cpuprofile`)
+      if (profDir !== undefined) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${name}-${role}.cpuprofile`)
       const w = await Worker.start(name, role, args, { ...options, nodeArgs })
       workers.push(w)
       return w
@@ -101,6 +110,8 @@ async function main (): Promise<number> {
   installCleanup()
   const startedAt = new Date()
   const machine = machineInfo(REPO_ROOT)
+  const meshModule = meshModuleOverride()
+  if (meshModule !== undefined) process.stderr.write(`measuring the mesh from ${meshModule}\n`)
   const profDir = opts.cpuProf ? join(OUT_DIR, `prof-${stamp(startedAt)}`) : undefined
   if (profDir !== undefined) await mkdir(profDir, { recursive: true })
   await mkdir(OUT_DIR, { recursive: true })
@@ -111,7 +122,6 @@ async function main (): Promise<number> {
     if (interrupt.signal.aborted) break
     const t0 = Date.now()
     process.stderr.write(`\n== ${name} ==\n`)
-    let doc: object
     try {
       const result = await runOne(name, opts, profDir)
       results[name] = result
@@ -121,13 +131,13 @@ async function main (): Promise<number> {
       results[name] = { error: (err as Error).message }
       process.stderr.write(`[${name}] FAILED: ${(err as Error).stack ?? err}\n`)
     }
-    doc = { schema: SCHEMA, startedAt: startedAt.toISOString(), quick: opts.quick, machine, results: { [name]: results[name] } }
+    const doc = { schema: SCHEMA, startedAt: startedAt.toISOString(), quick: opts.quick, meshModule, machine, results: { [name]: results[name] } }
     const file = join(OUT_DIR, `${name}-${stamp(startedAt)}.json`)
     await writeFile(file, JSON.stringify(doc, null, 2) + '\n')
     process.stderr.write(`written ${file}\n`)
   }
   if (profDir !== undefined) process.stderr.write(`CPU profiles in ${profDir}\n`)
-  process.stdout.write(JSON.stringify({ schema: SCHEMA, startedAt: startedAt.toISOString(), quick: opts.quick, machine, results }) + '\n')
+  process.stdout.write(JSON.stringify({ schema: SCHEMA, startedAt: startedAt.toISOString(), quick: opts.quick, meshModule, machine, results }) + '\n')
   return failed || interrupted ? 1 : 0
 }
 

@@ -4,7 +4,7 @@
  * Nothing else may write to stdout, so console output is sent to stderr.
  */
 import { createInterface } from 'node:readline'
-import type { BenchmarkModule, RoleInstance } from './lib/registry.js'
+import type { BenchmarkModule, ProcessUsage, RoleInstance } from './lib/registry.js'
 
 console.log = console.error
 console.info = console.error
@@ -22,6 +22,13 @@ function errorText (err: unknown): string {
 }
 
 let instance: RoleInstance | undefined
+
+/** Built-in method of every worker: CPU time so far (µs) and memory (bytes). */
+function usage (): ProcessUsage {
+  const cpu = process.cpuUsage()
+  const mem = process.memoryUsage()
+  return { cpuUs: cpu.user + cpu.system, rss: mem.rss, heapUsed: mem.heapUsed }
+}
 let closing: Promise<void> | undefined
 
 async function shutdown (code: number): Promise<never> {
@@ -70,6 +77,10 @@ async function main (): Promise<void> {
     }
     if (msg.method === 'close') {
       void shutdown(0)
+      return
+    }
+    if (msg.method === 'usage') {
+      send({ t: 'res', id: msg.id, ok: true, data: usage() })
       return
     }
     const method = instance?.methods[msg.method]

@@ -20,6 +20,8 @@ export interface Figure {
   baseline: number
   /** value / baseline */
   ratio: number
+  /** The ratio measured in each round (mesh and raw measured back to back), when given: its spread shows how noisy the machine was. */
+  roundRatios?: { min: number, median: number, max: number, n: number }
   goal?: Goal
 }
 
@@ -31,6 +33,9 @@ export interface FigureInit {
   baseline: number
   /** Goal on the ratio: at most this when lower is better, at least this when higher is better. */
   goalRatio?: number
+  /** Per-round values, paired with `roundBaselines`. */
+  roundValues?: number[]
+  roundBaselines?: number[]
 }
 
 export function figure (init: FigureInit): Figure {
@@ -42,6 +47,13 @@ export function figure (init: FigureInit): Figure {
     value: round(init.value),
     baseline: round(init.baseline),
     ratio: Math.round(ratio * 1000) / 1000
+  }
+  if (init.roundValues !== undefined && init.roundBaselines !== undefined && init.roundValues.length > 0) {
+    const ratios = init.roundValues.map((v, i) => v / init.roundBaselines![i]).sort((a, b) => a - b)
+    const r3 = (x: number): number => Math.round(x * 1000) / 1000
+    const mid = ratios.length / 2
+    const median = ratios.length % 2 === 1 ? ratios[Math.floor(mid)] : (ratios[mid - 1] + ratios[mid]) / 2
+    out.roundRatios = { min: r3(ratios[0]), median: r3(median), max: r3(ratios[ratios.length - 1]), n: ratios.length }
   }
   if (init.goalRatio !== undefined) {
     const met = init.better === 'lower' ? ratio <= init.goalRatio : ratio >= init.goalRatio

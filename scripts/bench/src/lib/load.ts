@@ -7,6 +7,8 @@ export interface PhaseSamples {
   latencies: number[]
   /** The phase stopped early because it hit its time cap. */
   capped: boolean
+  /** CPU time (user + system) this process spent during the phase, µs. */
+  cpuUs: number
 }
 
 export interface PhaseParams {
@@ -31,6 +33,7 @@ export async function runPhase (request: () => Promise<unknown>, params: PhasePa
   let issued = 0
   let completed = 0
   let capped = false
+  const cpu0 = process.cpuUsage()
   const start = performance.now()
   const stopAt = start + params.maxMs
 
@@ -45,7 +48,8 @@ export async function runPhase (request: () => Promise<unknown>, params: PhasePa
   }
   await Promise.all(Array.from({ length: inflight }, lane))
   const elapsedMs = performance.now() - start
+  const cpu = process.cpuUsage(cpu0)
   const out = new Array<number>(completed)
   for (let i = 0; i < completed; i++) out[i] = Math.round(latencies[i] * 1000) / 1000
-  return { completed, elapsedMs, latencies: out, capped }
+  return { completed, elapsedMs, latencies: out, capped, cpuUs: cpu.user + cpu.system }
 }

@@ -8,13 +8,13 @@
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
+import type { Libp2p, Stream } from '@libp2p/interface'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { LengthPrefixedDecoder } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import * as varint from 'uint8-varint'
-import type { Libp2p, Stream } from '@libp2p/interface'
 
 export const ECHO_PROTOCOL = '/persona-mesh-bench/echo/1.0.0'
 const MAX_FRAME = 256 * 1024
@@ -97,7 +97,8 @@ export class EchoChannel {
   }
 
   async request (body: unknown): Promise<unknown> {
-    const id = this.nextId = (this.nextId + 1) >>> 0
+    this.nextId = (this.nextId + 1) >>> 0
+    const id = this.nextId
     const json = encoder.encode(JSON.stringify(body))
     const payload = new Uint8Array(4 + json.byteLength)
     new DataView(payload.buffer).setUint32(0, id)

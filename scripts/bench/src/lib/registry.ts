@@ -32,6 +32,14 @@ export interface Benchmark {
   run(ctx: BenchContext): Promise<BenchResult>
 }
 
+/** What the built-in `usage` method of every worker returns. */
+export interface ProcessUsage {
+  /** User + system CPU time since the process started, µs. */
+  cpuUs: number
+  rss: number
+  heapUsed: number
+}
+
 /** One process role of a benchmark, run by `dist/worker.js`. */
 export interface RoleInstance {
   /** Reported to the parent once the role is set up (e.g. the listen address). */

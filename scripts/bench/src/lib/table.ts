@@ -20,11 +20,12 @@ export function renderTable (name: string, result: BenchResult): string {
     fmt(f.value),
     fmt(f.baseline),
     `${f.ratio.toFixed(2)}×`,
+    f.roundRatios === undefined ? '' : `${f.roundRatios.min.toFixed(2)}–${f.roundRatios.max.toFixed(2)}`,
     f.goal === undefined ? '' : `${f.goal.text} ${f.goal.met ? 'met' : 'MISSED'}`
   ])
-  const head = ['figure', 'mesh', 'raw', 'ratio', 'goal']
+  const head = ['figure', 'mesh', 'raw', 'ratio', 'per round', 'goal']
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map(r => r[i].length)))
-  const line = (cells: string[]): string => cells.map((c, i) => pad(c, widths[i], i > 0 && i < 4)).join('  ').trimEnd()
+  const line = (cells: string[]): string => cells.map((c, i) => pad(c, widths[i], i > 0 && i < 5)).join('  ').trimEnd()
   return [
     `${name}: ${result.title}`,
     `baseline: ${result.baseline}`,

@@ -1,8 +1,9 @@
+import type { ChildProcess } from 'node:child_process'
 import { spawn } from 'node:child_process'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import type { ChildProcess } from 'node:child_process'
+import type { ProcessUsage } from './registry.js'
 
 /** dist/worker.js, next to this module's parent directory. */
 const WORKER_SCRIPT = join(dirname(dirname(fileURLToPath(import.meta.url))), 'worker.js')
@@ -129,6 +130,11 @@ export class Worker {
       this.waiters.set(id, { resolve: resolve as (v: unknown) => void, reject, timer })
       this.child.stdin!.write(JSON.stringify({ id, method, params }) + '\n')
     })
+  }
+
+  /** CPU time so far and memory of the worker process (built into every worker). */
+  async usage (): Promise<ProcessUsage> {
+    return await this.call<ProcessUsage>('usage', {}, 10_000)
   }
 
   /** Ask the worker to stop cleanly; kill it if it has not exited within `timeoutMs`. */

@@ -1,0 +1,71 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createEnvelope, type EnvelopeInit, type MessageEnvelope, newId, type Priority } from '@persona-mesh/protocol'
+import type { InboxItem, MeshStore, OpenStoreOptions, OutboxEntryInit } from '../src/index.js'
+import { openStore } from '../src/index.js'
+
+export const ALICE = '12D3KooWAliceAliceAliceAliceAliceAliceAliceAlice1'
+export const BOB = '12D3KooWBobBobBobBobBobBobBobBobBobBobBobBobBob1'
+export const CAROL = '12D3KooWCarolCarolCarolCarolCarolCarolCarolCar1'
+
+/** A temp dir per test, removed afterwards; stores opened through it are closed first. */
+export class TempStores {
+  private dirs: string[] = []
+  private stores: MeshStore[] = []
+
+  async dir (): Promise<string> {
+    const dir = await mkdtemp(join(tmpdir(), 'pm-store-'))
+    this.dirs.push(dir)
+    return dir
+  }
+
+  async open (options: Partial<OpenStoreOptions> & { path?: string } = {}): Promise<MeshStore> {
+    const path = options.path ?? join(await this.dir(), 'db')
+    const store = await openStore({ owner: { name: 'test' }, ...options, path })
+    this.stores.push(store)
+    return store
+  }
+
+  /** Close and open again on the same path. */
+  async reopen (store: MeshStore, options: Partial<OpenStoreOptions> = {}): Promise<MeshStore> {
+    await store.close()
+    return await this.open({ ...options, path: store.path })
+  }
+
+  async cleanup (): Promise<void> {
+    await Promise.all(this.stores.map(async s => { await s.close() }))
+    await Promise.all(this.dirs.map(async d => { await rm(d, { recursive: true, force: true }) }))
+    this.stores = []
+    this.dirs = []
+  }
+}
+
+export function bytesOf (text: string, size = 0): Uint8Array {
+  const b = new Uint8Array(Math.max(size, text.length))
+  b.set(new TextEncoder().encode(text))
+  return b
+}
+
+export function entry (to: string, init: Partial<OutboxEntryInit> = {}): OutboxEntryInit {
+  const now = Date.now()
+  const id = init.id ?? newId()
+  return {
+    id,
+    to,
+    priority: 'normal' as Priority,
+    seq: 1,
+    createdAt: now,
+    expiresAt: now + 60_000,
+    bytes: bytesOf(id),
+    ...init
+  }
+}
+
+export function envelope (init: Partial<EnvelopeInit> = {}): MessageEnvelope {
+  return createEnvelope({ from: ALICE, to: BOB, body: { text: 'hi' }, seq: 1, ...init })
+}
+
+export function item (env: MessageEnvelope, extra: Partial<InboxItem> = {}): InboxItem {
+  return { envelope: env, bytes: bytesOf(env.id), receivedAt: Date.now(), ...extra }
+}

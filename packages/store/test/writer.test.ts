@@ -1,0 +1,95 @@
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { type Db, jsonSub, openLevel } from '../src/db.js'
+import { SyncWriter } from '../src/writer.js'
+import { TempStores } from './helpers.js'
+
+const stores = new TempStores()
+const dbs: Db[] = []
+afterEach(async () => {
+  await Promise.all(dbs.splice(0).map(async db => { await db.close() }))
+  await stores.cleanup()
+})
+
+async function level (): Promise<Db> {
+  const db = openLevel(join(await stores.dir(), 'db'))
+  await db.open()
+  dbs.push(db)
+  return db
+}
+
+describe('group commit', () => {
+  it('coalesces writes issued together into one synced batch', async () => {
+    const db = await level()
+    const writer = new SyncWriter(db)
+    const sub = jsonSub<number>(db, 'x')
+    await Promise.all(Array.from({ length: 200 }, async (_, i) => {
+      await writer.write([{ type: 'put', sublevel: sub, key: `k${i}`, value: i }])
+    }))
+    expect(writer.stats).toEqual({ batches: 1, writes: 200, ops: 200 })
+    expect(await sub.get('k199')).toBe(199)
+  })
+
+  it('puts everything requested while a batch is in flight into the next batch', async () => {
+    const db = await level()
+    const writer = new SyncWriter(db)
+    const sub = jsonSub<number>(db, 'x')
+    let firstDone = false
+    const first = writer.write([{ type: 'put', sublevel: sub, key: 'first', value: 0 }]).then(() => { firstDone = true })
+    // let the first batch start (it starts on a microtask), then pile up writes behind it
+    await Promise.resolve()
+    await Promise.resolve()
+    expect(writer.stats.batches).toBe(0)
+    const later = Array.from({ length: 50 }, async (_, i) => {
+      await writer.write([{ type: 'put', sublevel: sub, key: `k${i}`, value: i }])
+      // a write resolves only after its own batch, which comes after the first one
+      expect(firstDone).toBe(true)
+    })
+    await Promise.all([first, ...later])
+    expect(writer.stats).toEqual({ batches: 2, writes: 51, ops: 51 })
+  })
+
+  it('keeps one bad write from failing the others it was batched with', async () => {
+    const db = await level()
+    const writer = new SyncWriter(db)
+    const sub = jsonSub<unknown>(db, 'x')
+    const results = await Promise.allSettled([
+      writer.write([{ type: 'put', sublevel: sub, key: 'a', value: 1 }]),
+      writer.write([{ type: 'put', sublevel: sub, key: 'bad', value: 1n }]), // JSON cannot encode a BigInt
+      writer.write([{ type: 'put', sublevel: sub, key: 'b', value: 2 }, { type: 'put', sublevel: sub, key: 'c', value: 3 }])
+    ])
+    expect(results.map(r => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled'])
+    expect((results[1] as PromiseRejectedResult).reason.name).toBe('InvalidRecordError')
+    expect(await sub.getMany(['a', 'bad', 'b', 'c'])).toEqual([1, undefined, 2, 3])
+  })
+
+  it('drops a queued write whose signal aborts, and refuses an aborted one', async () => {
+    const db = await level()
+    const writer = new SyncWriter(db)
+    const sub = jsonSub<number>(db, 'x')
+    const controller = new AbortController()
+    const first = writer.write([{ type: 'put', sublevel: sub, key: 'a', value: 1 }])
+    await Promise.resolve()
+    await Promise.resolve()
+    const queued = writer.write([{ type: 'put', sublevel: sub, key: 'b', value: 2 }], { signal: controller.signal })
+    controller.abort()
+    await expect(queued).rejects.toMatchObject({ name: 'AbortError' })
+    await first
+    expect(await sub.get('b')).toBeUndefined()
+    await expect(writer.write([{ type: 'put', sublevel: sub, key: 'c', value: 3 }], { signal: controller.signal }))
+      .rejects.toMatchObject({ name: 'AbortError' })
+  })
+
+  it('group-commits concurrent writes of different services', async () => {
+    const store = await stores.open()
+    const before = store.stats().writer
+    await Promise.all([
+      ...Array.from({ length: 50 }, async (_, i) => { await store.meta.put(`k${i}`, i) }),
+      ...Array.from({ length: 50 }, async (_, i) => { await store.tasks.put({ id: `t${i}`, direction: 'incoming', status: 'pending', peer: 'p' }) })
+    ])
+    const after = store.stats().writer
+    expect(after.writes - before.writes).toBeGreaterThanOrEqual(51)
+    expect(after.batches - before.batches).toBeLessThan(10)
+    expect(await store.meta.get('k49')).toBe(49)
+  })
+})
