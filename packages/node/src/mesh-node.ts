@@ -12,6 +12,7 @@ import { mdns } from '@libp2p/mdns'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
+import { isLoopback } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { TypedEventEmitter } from 'main-event'
@@ -260,13 +261,15 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
     libp2p.addEventListener('peer:disconnect', (evt) => {
       this.safeDispatch('peer:disconnect', evt.detail.toString())
     })
-    libp2p.addEventListener('peer:discovery', (evt) => {
-      const { id } = evt.detail
-      if (id.equals(libp2p.peerId) || libp2p.getConnections(id).length > 0) return
-      // discovered is not connected: dial, or the peer stays a stranger
-      libp2p.dial(id, { signal: AbortSignal.timeout(DEFAULT_DIAL_TIMEOUT_MS) }).catch((err: Error) => {
-        log('could not dial discovered peer %p: %s', id, err.message)
-      })
+    libp2p.addEventListener('peer:discovery', (evt) => { this.dialDiscovered(evt.detail.id) })
+  }
+
+  /** Discovered is not connected: dial, or the peer stays a stranger. */
+  dialDiscovered (id: PeerId): void {
+    const { libp2p } = this
+    if (!this.running || id.equals(libp2p.peerId) || libp2p.getConnections(id).length > 0) return
+    libp2p.dial(id, { signal: AbortSignal.timeout(DEFAULT_DIAL_TIMEOUT_MS) }).catch((err: Error) => {
+      log('could not dial discovered peer %p: %s', id, err.message)
     })
   }
 
@@ -613,8 +616,22 @@ function parseMultiaddr (address: string): Multiaddr {
   }
 }
 
+/** Parsed request targets, by the string callers pass (most send to a handful of peers). */
+const targets = new Map<string, PeerId | Multiaddr>()
+const MAX_CACHED_TARGETS = 1024
+
 function toTarget (peer: string | PeerId): PeerId | Multiaddr {
   if (typeof peer !== 'string') return peer
+  let target = targets.get(peer)
+  if (target === undefined) {
+    target = parseTarget(peer)
+    if (targets.size >= MAX_CACHED_TARGETS) targets.clear()
+    targets.set(peer, target)
+  }
+  return target
+}
+
+function parseTarget (peer: string): PeerId | Multiaddr {
   if (peer.startsWith('/')) return parseMultiaddr(peer)
   try {
     return peerIdFromString(peer)
@@ -642,17 +659,32 @@ export async function createMeshNode (options: MeshNodeInit = {}): Promise<MeshN
   const privateKey = init.privateKey ?? (await loadOrCreateIdentity(dataDir)).privateKey
   for (const addr of [...(init.listen ?? []), ...(init.bootstrap ?? [])]) parseMultiaddr(addr)
 
+  // libp2p fires `peer:discovery` only the first time a peer enters the peer store; listen to the
+  // discovery services' own `peer` events too, or a known peer is never re-dialled after it drops
+  let onDiscovered: (id: PeerId) => void = () => {}
+  const dialing = (factory: (components: any) => PeerDiscovery) => (components: any): PeerDiscovery => {
+    const service = factory(components)
+    service.addEventListener('peer', (evt) => { onDiscovered(evt.detail.id) })
+    return service
+  }
   const peerDiscovery: Array<(components: any) => PeerDiscovery> = []
   if (init.bootstrap !== undefined && init.bootstrap.length > 0) {
-    peerDiscovery.push(bootstrap({ list: init.bootstrap, timeout: 0 }))
+    peerDiscovery.push(dialing(bootstrap({ list: init.bootstrap, timeout: 0 })))
   }
   if (init.mdns ?? true) {
-    peerDiscovery.push(mdns())
+    peerDiscovery.push(dialing(mdns()))
   }
   const libp2p = await createLibp2p({
     privateKey,
     start: false,
-    addresses: { listen: init.listen ?? DEFAULT_LISTEN },
+    addresses: {
+      listen: init.listen ?? DEFAULT_LISTEN,
+      // 127.0.0.1 told to a LAN peer points at the peer's own host: announce it only when it is all we have
+      announceFilter: (addrs) => {
+        const reachable = addrs.filter(ma => !isLoopback(ma))
+        return reachable.length > 0 ? reachable : addrs
+      }
+    },
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
@@ -685,6 +717,7 @@ export async function createMeshNode (options: MeshNodeInit = {}): Promise<MeshN
     }
   })
   const node = new DefaultMeshNode(name, dataDir, libp2p, privateKey, init)
+  onDiscovered = (id) => { node.dialDiscovered(id) }
   if (init.start ?? true) {
     await node.start()
   }

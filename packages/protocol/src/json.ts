@@ -68,17 +68,19 @@ function write (value: unknown, depth: number, maxDepth: number): string {
 export function jsonDepth (text: string): number {
   let depth = 0
   let max = 0
-  let inString = false
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i)
-    if (inString) {
-      if (c === 0x5c) { // backslash: skip the escaped character
-        i++
-      } else if (c === 0x22) {
-        inString = false
+    if (c === 0x22) {
+      // jump to the closing quote: one that is not escaped (preceded by an even run of backslashes)
+      let q = i
+      for (;;) {
+        q = text.indexOf('"', q + 1)
+        if (q < 0) return max // unterminated string: JSON.parse refuses it
+        let backslashes = 0
+        while (text.charCodeAt(q - 1 - backslashes) === 0x5c) backslashes++
+        if (backslashes % 2 === 0) break
       }
-    } else if (c === 0x22) {
-      inString = true
+      i = q
     } else if (c === 0x7b || c === 0x5b) {
       depth++
       if (depth > max) max = depth

@@ -64,13 +64,25 @@ export type RpcFrame = RpcRequestFrame | RpcCancelFrame | RpcResponseFrame | Rpc
 
 const encoder = new TextEncoder()
 
+/**
+ * What `decodeRpcFrame` checks: the same frames, except that `body` is not walked again. It
+ * comes out of `parseJson`, so it is JSON by construction and its depth is already bounded.
+ */
+const ParsedBody = z.custom<JsonValue>(value => value !== undefined, { message: 'body is required' })
+const ParsedRpcFrameSchema = z.discriminatedUnion('t', [
+  RpcRequestFrameSchema.extend({ body: ParsedBody }),
+  RpcCancelFrameSchema,
+  RpcResponseFrameSchema.extend({ body: ParsedBody }),
+  RpcNackFrameSchema
+])
+
 export function encodeRpcFrame (frame: RpcFrame): Uint8Array {
   return encoder.encode(JSON.stringify(frame))
 }
 
 /** Decode one rpc frame. Throws `MalformedMessageError` or `UnsupportedVersionError`. */
 export function decodeRpcFrame (bytes: Uint8Array): RpcFrame {
-  return decodeVersioned(RpcFrameSchema, parseJson(bytes), 'rpc frame') as RpcFrame
+  return decodeVersioned(ParsedRpcFrameSchema, parseJson(bytes), 'rpc frame') as RpcFrame
 }
 
 /**

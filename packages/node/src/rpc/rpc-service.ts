@@ -24,12 +24,13 @@ import {
   MAX_OUTBOUND_STREAMS,
   PIPELINE_DEPTH
 } from './constants.js'
-import type { HandleOptions, RequestOptions, RpcHandler } from './index.js'
+import type { HandleOptions, RequestOptions, RpcContext, RpcHandler } from './index.js'
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { JsonValue, NackReason, RpcFrame, RpcRequestFrame } from '@persona-mesh/protocol'
 
 const log = logger('persona-mesh:rpc')
+const encoder = new TextEncoder()
 
 export interface RpcServiceInit {
   /** @default MAX_FRAME_SIZE (256 KiB) */
@@ -115,6 +116,39 @@ class ClientStream {
   }
 }
 
+/** A request being answered. */
+class InboundCall {
+  timer?: NodeJS.Timeout
+  private done = false
+  private controller?: AbortController
+
+  constructor (private readonly onDone: () => void) {}
+
+  /** The handler's signal, made on first use. */
+  get signal (): AbortSignal {
+    this.controller ??= new AbortController()
+    return this.controller.signal
+  }
+
+  /**
+   * Finish once (later calls do nothing): stop the deadline, abort the handler's signal when
+   * given a reason, send the answer if any, and only then free the slot (which may close the
+   * stream of a caller that is done).
+   */
+  finish (answer?: () => void, abortReason?: Error): void {
+    if (this.done) return
+    this.done = true
+    clearTimeout(this.timer)
+    if (abortReason !== undefined) this.controller?.abort(abortReason)
+    answer?.()
+    this.onDone()
+  }
+}
+
+function isPromiseLike<T> (value: T | Promise<T>): value is Promise<T> {
+  return typeof (value as { then?: unknown } | null)?.then === 'function'
+}
+
 /**
  * `/persona-mesh/rpc/1.0.0`: live request/response. Requests to a peer share a small pool of
  * long-lived streams (pipelined, matched by id), which saves a protocol negotiation per call.
@@ -123,7 +157,7 @@ export class RpcService {
   private readonly handlers = new Map<string, Registration>()
   private readonly outbound = new Map<string, ClientStream[]>()
   private readonly opening = new Map<string, Promise<ClientStream>>()
-  private readonly inbound = new Set<FrameChannel>()
+  private readonly inbound = new Map<FrameChannel, Map<number, InboundCall>>()
   /** `${peer}\n${method}` → requests running now */
   private readonly running = new Map<string, number>()
   private readonly maxFrameSize: number
@@ -155,6 +189,10 @@ export class RpcService {
     if (!this.started) return
     this.started = false
     this.stopController.abort(new NotStartedError('node stopped'))
+    // running handlers: abort their signals; nobody will be answered
+    for (const calls of this.inbound.values()) {
+      for (const call of [...calls.values()]) call.finish(undefined, new NotStartedError('node stopped'))
+    }
     await this.components.unhandle(RPC_PROTOCOL).catch(() => {})
     const streams = [...this.outbound.values()].flat()
     this.outbound.clear()
@@ -163,7 +201,7 @@ export class RpcService {
     }
     await Promise.all([
       ...streams.map(async s => { await s.channel.close() }),
-      ...[...this.inbound].map(async c => { await c.close() })
+      ...[...this.inbound.keys()].map(async c => { await c.close() })
     ])
     this.inbound.clear()
   }
@@ -193,47 +231,63 @@ export class RpcService {
     if (!(timeout > 0 && timeout <= MAX_RPC_TIMEOUT_MS)) {
       throw new InvalidArgumentError(`timeout must be between 1 and ${MAX_RPC_TIMEOUT_MS} ms`)
     }
-    // encode once up front: an oversized request fails here, before any network work
-    const probe: RpcRequestFrame = { v: WIRE_VERSION, t: 'req', id: 0xffffffff, method, timeout, body }
-    const size = encodeRpcFrame(probe).byteLength
+    // serialise the body once; the frame is assembled around it once the id is known. An
+    // oversized request still fails here, before any network work (sized with the longest id)
+    const bodyJson = JSON.stringify(body ?? null)
+    const head = `{"v":${WIRE_VERSION},"t":"req","method":${JSON.stringify(method)},"timeout":${Math.max(1, timeout)},"id":`
+    const size = Buffer.byteLength(head) + 10 + ',"body":'.length + Buffer.byteLength(bodyJson) + 1
     if (size > this.maxFrameSize) throw new TooLargeError(size, this.maxFrameSize, 'request')
-
-    const deadline = AbortSignal.timeout(timeout)
-    const signals = [deadline, this.stopController.signal]
-    if (options.signal !== undefined) signals.push(options.signal)
-    const signal = AbortSignal.any(signals)
     if (options.signal?.aborted === true) throw new AbortError('request aborted')
 
-    let client: ClientStream
-    try {
-      client = await this.streamFor(peer, signal)
-    } catch (err) {
-      throw this.abortReason(err as Error, deadline, options.signal, timeout, method)
-    }
-    const id = client.allocateId()
-    const frame = encodeRpcFrame({ ...probe, id, timeout: Math.max(1, timeout) })
-    const { promise, resolve, reject } = Promise.withResolvers<JsonValue>()
-    client.pending.set(id, { resolve, reject })
-    const onAbort = (): void => {
-      if (!client.pending.delete(id)) return
-      reject(this.abortReason(undefined, deadline, options.signal, timeout, method))
-      if (client.channel.open) {
-        client.channel.send(encodeRpcFrame({ v: WIRE_VERSION, t: 'cancel', id })).catch(() => {})
+    const startedAt = Date.now()
+    // fast path: an open stream with room; no signal, no await
+    let client = this.pickStream(peer)
+    if (client === undefined) {
+      // slow path (first request to a peer, pool growing): a signal bounds the dial
+      const deadline = AbortSignal.timeout(timeout)
+      const signals = [deadline, this.stopController.signal]
+      if (options.signal !== undefined) signals.push(options.signal)
+      try {
+        client = await this.streamFor(peer, AbortSignal.any(signals))
+      } catch (err) {
+        throw this.abortReason(err as Error, deadline, options.signal, timeout, method)
       }
     }
-    signal.addEventListener('abort', onAbort, { once: true })
-    try {
-      if (signal.aborted) onAbort()
-      else await client.channel.send(frame)
-      return await promise
-    } catch (err) {
-      if (client.pending.delete(id)) {
-        throw new PeerUnreachableError(`could not send request: ${(err as Error).message}`)
+    const remaining = timeout - (Date.now() - startedAt)
+    if (remaining <= 0) throw new TimeoutError(`no answer to ${method} within ${timeout} ms`)
+    const stream = client
+    const id = stream.allocateId()
+    const frame = encoder.encode(`${head}${id},"body":${bodyJson}}`)
+    return await new Promise<JsonValue>((resolve, reject) => {
+      const settle = (): void => {
+        clearTimeout(timer)
+        options.signal?.removeEventListener('abort', onAbort)
       }
-      throw err
-    } finally {
-      signal.removeEventListener('abort', onAbort)
-    }
+      const cancel = (err: Error): void => {
+        if (!stream.pending.delete(id)) return
+        settle()
+        reject(err)
+        if (stream.channel.open) {
+          stream.channel.send(encodeRpcFrame({ v: WIRE_VERSION, t: 'cancel', id })).catch(() => {})
+        }
+      }
+      const onAbort = (): void => { cancel(new AbortError('request aborted')) }
+      // one plain timer, cleared on the answer (an AbortSignal.timeout lives on until it fires)
+      const timer = setTimeout(() => { cancel(new TimeoutError(`no answer to ${method} within ${timeout} ms`)) }, remaining)
+      timer.unref()
+      options.signal?.addEventListener('abort', onAbort, { once: true })
+      // a node stop or a lost stream rejects through ClientStream.fail()
+      stream.pending.set(id, {
+        resolve: (value) => { settle(); resolve(value) },
+        reject: (err) => { settle(); reject(err) }
+      })
+      stream.channel.send(frame).catch((err: Error) => {
+        if (stream.pending.delete(id)) {
+          settle()
+          reject(new PeerUnreachableError(`could not send request: ${err.message}`))
+        }
+      })
+    })
   }
 
   private abortReason (err: Error | undefined, deadline: AbortSignal, caller: AbortSignal | undefined, timeout: number, method: string): Error {
@@ -243,6 +297,20 @@ export class RpcService {
     if (err === undefined) return new AbortError('request aborted')
     if (err.name === 'MeshError' || err instanceof PeerUnreachableError) return err
     return new PeerUnreachableError(`cannot reach peer: ${err.message}`)
+  }
+
+  /** An open stream with room, without waiting; undefined when one should be opened. */
+  private pickStream (peer: PeerId | Multiaddr): ClientStream | undefined {
+    const pool = this.outbound.get(peer.toString())
+    if (pool === undefined) return undefined
+    let best: ClientStream | undefined
+    for (const s of pool) {
+      if (s.channel.open && (best === undefined || s.pending.size < best.pending.size)) best = s
+    }
+    if (best !== undefined && (best.pending.size < PIPELINE_DEPTH || pool.length >= this.streamsPerPeer)) {
+      return best
+    }
+    return undefined
   }
 
   private async streamFor (peer: PeerId | Multiaddr, signal: AbortSignal): Promise<ClientStream> {
@@ -286,7 +354,7 @@ export class RpcService {
 
   private onInboundStream (stream: Stream, connection: Connection): void {
     const from = connection.remotePeer.toString()
-    const running = new Map<number, AbortController>()
+    const running = new Map<number, InboundCall>()
     // a caller that finished writing gets its stream closed once its answers are out, so
     // half-open streams do not pile up against the per-connection stream limit
     let callerDone = false
@@ -305,14 +373,14 @@ export class RpcService {
       },
       onClose: () => {
         this.inbound.delete(channel)
-        for (const controller of running.values()) controller.abort(new AbortError('caller went away'))
+        for (const call of [...running.values()]) call.finish(undefined, new AbortError('caller went away'))
         running.clear()
       }
     })
-    this.inbound.add(channel)
+    this.inbound.set(channel, running)
   }
 
-  private onRequestFrame (channel: FrameChannel, from: string, running: Map<number, AbortController>, bytes: Uint8Array, onSettled: () => void): void {
+  private onRequestFrame (channel: FrameChannel, from: string, running: Map<number, InboundCall>, bytes: Uint8Array, onSettled: () => void): void {
     let frame: RpcFrame
     try {
       frame = decodeRpcFrame(bytes)
@@ -323,7 +391,7 @@ export class RpcService {
       return
     }
     if (frame.t === 'cancel') {
-      running.get(frame.id)?.abort(new AbortError('caller cancelled'))
+      running.get(frame.id)?.finish(undefined, new AbortError('caller cancelled'))
       return
     }
     if (frame.t !== 'req') {
@@ -351,46 +419,70 @@ export class RpcService {
       return
     }
     this.running.set(slot, busy + 1)
-    const controller = new AbortController()
-    running.set(frame.id, controller)
-    void this.run(channel, from, frame, registration, controller).finally(() => {
-      running.delete(frame.id)
+    const id = frame.id
+    const call = new InboundCall(() => {
+      running.delete(id)
       const left = (this.running.get(slot) ?? 1) - 1
       if (left <= 0) this.running.delete(slot)
       else this.running.set(slot, left)
       onSettled()
     })
+    running.set(id, call)
+    this.run(channel, from, frame, registration, call)
   }
 
-  private async run (channel: FrameChannel, from: string, frame: RpcRequestFrame, registration: Registration, controller: AbortController): Promise<void> {
+  /**
+   * Run the handler. One that answers synchronously costs no timer and no signal; an async one
+   * gets one timer for its deadline. `context.signal` is made only if the handler reads it.
+   */
+  private run (channel: FrameChannel, from: string, frame: RpcRequestFrame, registration: Registration, call: InboundCall): void {
     const timeout = Math.min(registration.timeout, frame.timeout)
-    const deadline = AbortSignal.timeout(timeout)
-    const signal = AbortSignal.any([controller.signal, deadline, this.stopController.signal])
-    const { promise: aborted, resolve: onAbort } = Promise.withResolvers<void>()
-    signal.addEventListener('abort', () => { onAbort() }, { once: true })
+    const context: RpcContext = { from, method: frame.method, get signal () { return call.signal } }
+    let result: JsonValue | Promise<JsonValue>
     try {
-      const work = Promise.resolve().then(async () => await registration.handler(frame.body, { from, method: frame.method, signal }))
-      work.catch(() => {}) // settled below, or abandoned after the deadline
-      const outcome = await Promise.race([work.then(body => ({ body })), aborted.then(() => undefined)])
-      if (outcome === undefined) {
-        // the caller cancelled or left, or this node is stopping (its streams close): nobody to answer
-        if (controller.signal.aborted || this.stopController.signal.aborted) return
-        this.reply(channel, nackFrame(frame.id, 'timeout', `handler did not answer within ${timeout} ms`))
-        return
-      }
-      const response = encodeRpcFrame({ v: WIRE_VERSION, t: 'res', id: frame.id, body: outcome.body ?? null })
-      if (response.byteLength > this.maxFrameSize) {
-        this.reply(channel, nackFrame(frame.id, 'too_large', `response of ${response.byteLength} bytes exceeds ${this.maxFrameSize}`))
-        return
-      }
-      this.replyBytes(channel, response)
+      result = registration.handler(frame.body, context)
     } catch (err) {
-      if (err instanceof NackError) {
-        this.reply(channel, nackFrame(frame.id, err.reason, err.detail))
-      } else {
-        log.error('handler for %s failed: %e', frame.method, err)
-        this.reply(channel, nackFrame(frame.id, 'internal_error', 'the handler failed'))
-      }
+      call.finish(() => { this.answerError(channel, frame, err) })
+      return
+    }
+    if (!isPromiseLike(result)) {
+      const body = result
+      call.finish(() => { this.answer(channel, frame, body) })
+      return
+    }
+    call.timer = setTimeout(() => {
+      call.finish(() => {
+        this.reply(channel, nackFrame(frame.id, 'timeout', `handler did not answer within ${timeout} ms`))
+      }, new TimeoutError(`handler did not answer within ${timeout} ms`))
+    }, timeout)
+    // finish() does nothing once the call was cancelled, timed out or its caller left
+    Promise.resolve(result).then(
+      (body) => { call.finish(() => { this.answer(channel, frame, body) }) },
+      (err) => { call.finish(() => { this.answerError(channel, frame, err) }) }
+    )
+  }
+
+  private answer (channel: FrameChannel, frame: RpcRequestFrame, body: JsonValue | undefined): void {
+    let response: Uint8Array
+    try {
+      response = encodeRpcFrame({ v: WIRE_VERSION, t: 'res', id: frame.id, body: body ?? null })
+    } catch (err) {
+      this.answerError(channel, frame, err)
+      return
+    }
+    if (response.byteLength > this.maxFrameSize) {
+      this.reply(channel, nackFrame(frame.id, 'too_large', `response of ${response.byteLength} bytes exceeds ${this.maxFrameSize}`))
+      return
+    }
+    this.replyBytes(channel, response)
+  }
+
+  private answerError (channel: FrameChannel, frame: RpcRequestFrame, err: unknown): void {
+    if (err instanceof NackError) {
+      this.reply(channel, nackFrame(frame.id, err.reason, err.detail))
+    } else {
+      log.error('handler for %s failed: %e', frame.method, err)
+      this.reply(channel, nackFrame(frame.id, 'internal_error', 'the handler failed'))
     }
   }
 
