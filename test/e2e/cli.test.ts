@@ -101,3 +101,58 @@ describe('pmesh discovery commands across three processes', () => {
     expect(nothing.code).toBe(3)
   })
 })
+
+describe('pmesh messages and agent-worked tasks across daemons', () => {
+  const procs = new Processes()
+  afterEach(async () => { await procs.teardown() })
+
+  async function until<T> (what: string, fn: () => Promise<T | undefined>): Promise<T> {
+    const deadline = Date.now() + 30_000
+    while (Date.now() < deadline) {
+      const value = await fn()
+      if (value !== undefined) return value
+      await new Promise(resolve => setTimeout(resolve, 200))
+    }
+    throw new Error(`timed out waiting for ${what}`)
+  }
+
+  it('send → inbox → ack; delegate → the agent completes it with task update → the delegator sees the result and the trace', async () => {
+    const home = await procs.home()
+    const coordinator = await procs.start('coordinator', home)
+    await procs.start('kira', home, ['--bootstrap', coordinator.multiaddrs[0]!, '--capability', 'review:code'])
+    const cli = async (...args: string[]) => procs.run([...args, '--home', home])
+    await until('kira\'s card', async () => (await cli('cards', 'kira', '--name', 'coordinator', '--json')).code === 0 ? true : undefined)
+
+    const sent = await cli('send', 'kira', 'hello kira \u001b[2J', '--name', 'coordinator', '--wait-delivered', '20', '--json')
+    expect(sent.stderr).toBe('')
+    expect(sent.code).toBe(0)
+    const { id, status } = JSON.parse(sent.stdout)
+    expect(status).toBe('delivered')
+    const inbox = JSON.parse((await cli('inbox', '--name', 'kira', '--json')).stdout)
+    expect(inbox.messages.map((m: { id: string }) => m.id)).toContain(id)
+    const table = (await cli('inbox', '--name', 'kira')).stdout
+    expect(table).toContain('hello kira')
+    expect(table).not.toContain('\u001b')
+    expect((await cli('ack', id, '--name', 'kira')).code).toBe(0)
+    expect(JSON.parse((await cli('inbox', '--name', 'kira', '--json')).stdout).unread).toBe(0)
+
+    const delegated = await cli('delegate', '--capability', 'review', '{"code":"let x = 1"}', '--name', 'coordinator', '--json')
+    expect(delegated.code).toBe(0)
+    const task = JSON.parse(delegated.stdout)
+    const incoming = await until('the task at kira', async () => {
+      const list = JSON.parse((await cli('tasks', '--incoming', '--name', 'kira', '--json')).stdout) as Array<{ id: string, status: string }>
+      return list.find(t => t.id === task.id)
+    })
+    expect(incoming.status).toBe('submitted')
+    expect((await cli('task', 'update', task.id, '--status', 'working', '--progress', '50', '--name', 'kira')).code).toBe(0)
+    expect((await cli('task', 'update', task.id, '--status', 'completed', '--result', '{"verdict":"ok"}', '--name', 'kira')).code).toBe(0)
+    const done = await until('the result at the coordinator', async () => {
+      const info = JSON.parse((await cli('task', task.id, '--name', 'coordinator', '--json')).stdout)
+      return info.status === 'completed' ? info : undefined
+    })
+    expect(done.result).toEqual({ verdict: 'ok' })
+    const trace = await cli('trace', task.id, '--name', 'coordinator')
+    expect(trace.code).toBe(0)
+    expect(trace.stdout).toMatch(/review → kira\s+completed/)
+  })
+})

@@ -10,6 +10,7 @@ import { registerPeers } from './commands/peers.js'
 import { registerRequest } from './commands/request.js'
 import { registerStart } from './commands/start.js'
 import { registerStatus } from './commands/status.js'
+import { registerTasks } from './commands/tasks.js'
 import { EXIT, exitCodeFor } from './output.js'
 
 export { EXIT } from './output.js'
@@ -28,6 +29,7 @@ export function createProgram (): Command {
   registerRequest(program)
   registerPeers(program)
   registerMessages(program)
+  registerTasks(program)
   return program
 }
 
