@@ -46,10 +46,10 @@ import type { MeshInbox } from './inbox/inbox-view.js'
 import type { MeshOutbox } from './mesh.js'
 import type { AuditEvent, InboxEntry, MeshStore } from '@persona-mesh/store'
 import type { PolicyConfig, ResolvedPolicy } from './policy/policy.js'
-import type { DelegateOptions, DelegateTarget, TaskHandler, TaskHandlerOptions, TaskInfo, TaskUpdate } from './tasks/index.js'
+import type { DelegateOptions, DelegateTarget, TaskHandler, TaskHandlerOptions, TaskInfo } from './tasks/index.js'
 import type { ToolDefinition } from './tools/tool-service.js'
 import type { MeshAudit, MeshPolicy, MeshTasks, MeshTools, TraceReport } from './mesh.js'
-import type { TaskTree, ToolSpec } from '@persona-mesh/protocol'
+import type { TaskTree } from '@persona-mesh/protocol'
 import type { RateLimit } from './policy/token-bucket.js'
 
 const log = logger('persona-mesh:node')

@@ -60,7 +60,7 @@ function compile (schema: ToolSchema, what: string): (value: unknown) => string 
       return `${issue?.path.length ? issue.path.join('.') : what}: ${issue?.message ?? 'invalid'}`
     }
   }
-  let validate
+  let validate: ReturnType<typeof ajv.compile>
   try {
     validate = ajv.compile(schema)
   } catch (err) {
