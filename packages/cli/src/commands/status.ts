@@ -1,6 +1,5 @@
 import { printJson, printLine } from '../output.js'
-import { withMesh } from './common.js'
-import { globals } from './common.js'
+import { globals, withMesh } from './common.js'
 import type { Command } from 'commander'
 
 export function registerStatus (program: Command): void {
@@ -19,6 +18,9 @@ export function registerStatus (program: Command): void {
       printLine(`peer id   ${status.peerId}`)
       printLine(`running   ${status.running ? `yes, since ${new Date(status.startedAt).toISOString()}` : 'no'}`)
       printLine(`peers     ${status.peers.length} connected`)
+      printLine(`inbox     ${status.inbox.unread} unread${status.inbox.quarantined > 0 ? `, ${status.inbox.quarantined} in quarantine` : ''}`)
+      printLine(`outbox    ${status.outbox.queued} queued`)
+      if (status.topics.length > 0) printLine(`topics    ${status.topics.join(', ')}`)
       for (const addr of status.multiaddrs) printLine(`listening ${addr}`)
     })
 }
