@@ -299,30 +299,27 @@ export class RpcService {
     return new PeerUnreachableError(`cannot reach peer: ${err.message}`)
   }
 
-  /** An open stream with room, without waiting; undefined when one should be opened. */
-  private pickStream (peer: PeerId | Multiaddr): ClientStream | undefined {
-    const pool = this.outbound.get(peer.toString())
-    if (pool === undefined) return undefined
+  /** The open stream with the fewest requests in flight. */
+  private leastBusy (peer: PeerId | Multiaddr): { best?: ClientStream, poolSize: number } {
+    const pool = this.outbound.get(peer.toString()) ?? []
     let best: ClientStream | undefined
     for (const s of pool) {
       if (s.channel.open && (best === undefined || s.pending.size < best.pending.size)) best = s
     }
-    if (best !== undefined && (best.pending.size < PIPELINE_DEPTH || pool.length >= this.streamsPerPeer)) {
-      return best
-    }
-    return undefined
+    return best !== undefined ? { best, poolSize: pool.length } : { poolSize: pool.length }
+  }
+
+  /** An open stream with room, without waiting; undefined when one should be opened. */
+  private pickStream (peer: PeerId | Multiaddr): ClientStream | undefined {
+    const { best, poolSize } = this.leastBusy(peer)
+    return best !== undefined && (best.pending.size < PIPELINE_DEPTH || poolSize >= this.streamsPerPeer) ? best : undefined
   }
 
   private async streamFor (peer: PeerId | Multiaddr, signal: AbortSignal): Promise<ClientStream> {
     const key = peer.toString()
-    const pool = this.outbound.get(key) ?? []
-    let best: ClientStream | undefined
-    for (const s of pool) {
-      if (s.channel.open && (best === undefined || s.pending.size < best.pending.size)) best = s
-    }
-    if (best !== undefined && (best.pending.size < PIPELINE_DEPTH || pool.length >= this.streamsPerPeer)) {
-      return best
-    }
+    const ready = this.pickStream(peer)
+    if (ready !== undefined) return ready
+    const { best } = this.leastBusy(peer)
     const opening = this.opening.get(key)
     if (opening !== undefined) {
       // someone is already opening one: share it (or fall back to the best we have)
