@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from 'commander'
 import { registerInit } from './commands/init.js'
+import { registerMcp } from './commands/mcp.js'
 import { registerMessages } from './commands/messages.js'
 import { registerPeers } from './commands/peers.js'
 import { registerRequest } from './commands/request.js'
@@ -29,6 +30,7 @@ export function createProgram (): Command {
   registerRequest(program)
   registerPeers(program)
   registerMessages(program)
+  registerMcp(program)
   registerTasks(program)
   return program
 }

@@ -397,7 +397,16 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
   }
 
   private onReceived (entry: InboxEntry): void {
-    if (entry.kind.startsWith('task.')) void this.taskService.onEnvelope(entry)
+    // a task envelope is recorded before anyone hears of it, so a listener that reacts at once
+    // (an agent calling tasks.get/update) finds the task
+    if (entry.kind.startsWith('task.')) {
+      void this.taskService.onEnvelope(entry).finally(() => { this.notifyReceived(entry) })
+      return
+    }
+    this.notifyReceived(entry)
+  }
+
+  private notifyReceived (entry: InboxEntry): void {
     for (const listener of this.received) {
       try {
         listener(entry)
@@ -407,6 +416,7 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
     }
     this.safeDispatch('message:received', entry)
   }
+
 
   async send (to: string, body: JsonValue, options: SendOptions = {}): Promise<SendResult> {
     this.assertRunning()
@@ -444,7 +454,7 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
       connections: this.running ? this.libp2p.getConnections().length : 0,
       peers,
       outbox: { queued: this.currentStore?.outbox.count().total ?? 0 },
-      inbox: { unread: this.currentStore?.inbox.unread() ?? 0, quarantined: this.currentStore?.inbox.quarantined() ?? 0 },
+      inbox: { unread: this.currentStore?.inbox.unread() ?? 0, quarantined: this.currentStore?.inbox.quarantined() ?? 0, ...cursorOf(this.currentStore) },
       topics: this.broadcasts?.topics() ?? []
     }
   }
@@ -600,6 +610,11 @@ const CARD_TOPIC_SCORE = createTopicScoreParams({
   invalidMessageDeliveriesWeight: -10,
   invalidMessageDeliveriesDecay: 0.5
 })
+
+function cursorOf (store: MeshStore | undefined): { cursor?: string } {
+  const cursor = store?.inbox.endCursor()
+  return cursor !== undefined ? { cursor } : {}
+}
 
 /** The mesh's own protocols, advertised in cards; a peer speaking rpc is a mesh peer. */
 const MESH_PROTOCOLS = [RPC_PROTOCOL, CARD_PROTOCOL, DELIVER_PROTOCOL, KAD_PROTOCOL]

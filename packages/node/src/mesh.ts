@@ -23,7 +23,8 @@ export interface MeshStatus {
   /** PeerIds of connected peers */
   peers: string[]
   outbox: { queued: number }
-  inbox: { unread: number, quarantined: number }
+  /** `cursor`: position of the newest entry, to read or wait for only what arrives after now */
+  inbox: { unread: number, quarantined: number, cursor?: string }
   topics: string[]
 }
 

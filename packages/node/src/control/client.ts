@@ -35,6 +35,8 @@ export interface RemoteMesh extends Mesh {
   readonly socketPath: string
   /** Call a control method by name (the typed methods wrap this). */
   call<T = unknown>(method: string, params?: object, options?: CallOptions): Promise<T>
+  /** Resolves with the reason when the connection to the daemon ends (close() or the daemon went away). */
+  readonly closed: Promise<Error>
   /** Disconnect from the daemon (the daemon keeps running). */
   close(): void
 }
@@ -48,6 +50,8 @@ class ControlClient extends TypedEventEmitter<MeshEvents> implements RemoteMesh 
   private nextId = 0
   private readonly waiters = new Map<number, Waiter>()
   private closedError?: Error
+  private readonly whenClosed = Promise.withResolvers<Error>()
+  readonly closed = this.whenClosed.promise
 
   readonly inbox: MeshInbox = {
     read: async (options = {}) => this.call('inbox.read', options),
@@ -146,6 +150,7 @@ class ControlClient extends TypedEventEmitter<MeshEvents> implements RemoteMesh 
   private shutdown (err: Error): void {
     if (this.closedError !== undefined) return
     this.closedError = err
+    this.whenClosed.resolve(err)
     const waiters = [...this.waiters.values()]
     this.waiters.clear()
     for (const waiter of waiters) waiter.reject(err)

@@ -412,6 +412,13 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     // everything that arrived while the previous batch was being synced goes in the next one
     const queue: Array<Promise<Checked>> = []
     let draining = false
+    // a sender that finished writing gets the stream closed once every frame is answered, so
+    // half-open streams do not pile up against the per-connection stream limit
+    let senderDone = false
+    const closeIfDone = (): void => {
+      if (senderDone && !draining && queue.length === 0) void channel.close()
+    }
+    stream.addEventListener('remoteCloseWrite', () => { senderDone = true; closeIfDone() })
     const drain = async (): Promise<void> => {
       draining = true
       try {
@@ -425,6 +432,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
         log('delivery stream from %s failed: %s', remote, (err as Error).message)
       } finally {
         draining = false
+        closeIfDone()
       }
     }
     const channel: FrameChannel = new FrameChannel(stream, {
