@@ -9,13 +9,16 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { PrivateKey, Stream } from '@libp2p/interface'
 import { LengthPrefixedDecoder } from '@libp2p/utils'
+import type { MeshNode } from '@persona-mesh/node'
 import { createMeshNode } from '@persona-mesh/node'
+import type { DeliverResult, EnvelopeInit, JsonValue, MessageEnvelope, NackReason } from '@persona-mesh/protocol'
 import {
   canonicalEncode,
   createEnvelope,
-  decodeDeliverResult,
   DELIVER_PROTOCOL,
+  decodeDeliverResult,
   ENVELOPE_DOMAIN,
   ENVELOPE_PAYLOAD_TYPE,
   MAX_FRAME_SIZE,
@@ -25,9 +28,6 @@ import {
 import * as varint from 'uint8-varint'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { waitFor } from './harness.js'
-import type { PrivateKey, Stream } from '@libp2p/interface'
-import type { MeshNode } from '@persona-mesh/node'
-import type { DeliverResult, EnvelopeInit, JsonValue, MessageEnvelope, NackReason } from '@persona-mesh/protocol'
 
 const WAIT_MS = 15_000
 /** The victim's frame (and so envelope) limit. */
@@ -210,13 +210,17 @@ async function fromAttacker (node: MeshNode = victim): Promise<string[]> {
   return ids
 }
 
-/** Run one hostile case on a fresh raw stream, abort it, check the inbox gained exactly `stored`, then the honest check. */
-async function hostile (name: string, body: (raw: RawDeliver) => Promise<string[] | void>, target: MeshNode = victim): Promise<void> {
+/**
+ * Run one hostile case on a fresh raw stream, abort it, check the attacker's entries in the inbox
+ * grew by exactly the ids `body` returns (none if it returns nothing), then the honest check.
+ */
+async function hostile (name: string, body: (raw: RawDeliver) => Promise<unknown>, target: MeshNode = victim): Promise<void> {
   const before = await fromAttacker(target)
   const raw = await RawDeliver.open(target)
   let stored: string[] = []
   try {
-    stored = (await body(raw)) ?? []
+    const result = await body(raw)
+    if (Array.isArray(result)) stored = result as string[]
     expect(raw.garbage).toEqual([])
   } finally {
     raw.abort()
@@ -366,8 +370,9 @@ describe('deliver protocol under bad input', () => {
     })
   })
 
-  // seeds: 3 ends in a partial frame, 4 (and 6) hit an impossible length; chosen by the decoder below
-  it.each([3, 4, 6, 11])('random bytes (seed %i): nacks with id null, too_large and the end of the stream for an impossible length', async (seed) => {
+  // seeds (for 4 KiB against a 64 KiB limit): 4 is an impossible length at once, 9 only a partial
+  // frame, 10 eleven garbage frames then a partial one, 11 six garbage frames then an impossible length
+  it.each([4, 9, 10, 11])('random bytes (seed %i): nacks with id null, too_large and the end of the stream for an impossible length', async (seed) => {
     const bytes = randomBytes(seed, 4096)
     const decoder = new LengthPrefixedDecoder({ maxDataLength: LIMIT })
     let complete = 0
@@ -399,7 +404,7 @@ describe('deliver protocol under bad input', () => {
     await hostile('flood', async (raw) => {
       raw.send(concat(...frames.map(lengthPrefixed)))
       // the honest node sends during the flood through its real outbox
-      for (let i = 0; i < 40; i++) honestIds.push((await honest.send(throttled.peerId, { i })).id)
+      honestIds.push(...(await Promise.all(Array.from({ length: 40 }, async (_, i) => honest.send(throttled.peerId, { i })))).map(r => r.id))
       await raw.until(() => raw.results.length >= 200 || raw.ended, '200 answers')
       const answers = raw.results.map(summary)
       expect(answers.map(a => a.id)).toEqual(envs.map(e => e.id))
@@ -415,10 +420,43 @@ describe('deliver protocol under bad input', () => {
       const inbox = await throttled.inbox.read({ from: honest.peerId, limit: 1000 })
       expect(inbox.entries.map(e => e.id).sort()).toEqual([...honestIds].sort())
       const attempts = await Promise.all(honestIds.map(async id => (await honest.outbox.get(id))!.attempts))
-      console.log(`flood: ${stored.length}/200 flood envelopes stored, ${refused.length} overloaded; honest messages retried: ${attempts.filter(a => a > 0).length}/40, inbox order of the honest messages: ${inbox.entries.map(e => (e.body as { i: number }).i).join(',')}`)
+      console.log(`flood: ${stored.length}/200 flood envelopes stored, ${refused.length} overloaded; ${attempts.filter(a => a > 0).length}/40 honest messages needed a retry`)
       return stored
     }, throttled)
   }, 90_000)
+
+  /**
+   * BUG (delivery-service.ts, both ends): an honest sender whose limit (256 KiB default) is above
+   * the receiver's (64 KiB here) queues a 100 KB message. The receiver breaks the framing on it and
+   * answers `too_large` with id null at once (ahead of the answers still due for earlier frames),
+   * then closes; the sender cannot tell which message it was, treats it as a broken stream and
+   * backs off, and every flush fails the same way: the message is neither failed nor delivered,
+   * and everything queued behind it for that peer waits until it expires (7 days).
+   * Fix: receiver — in `onFramingError` queue the too_large nack behind the pending answers
+   * (`queue.push(Promise.resolve(nack))`, kick `drain`) and close the channel only once `drain`
+   * has sent it; sender — in `onFrame`, an answer with `id: null` belongs to the oldest unanswered
+   * frame (the first key of `inFlight`, which is in send order): settle that entry by the reason
+   * (`too_large` is PERMANENT → `failed`) instead of breaking the whole flush; and end the flush
+   * when the receiver closes its end (`stream` 'remoteCloseWrite' → `broken`), else it waits
+   * DELIVERY_STREAM_TIMEOUT_MS (30 s) for answers that cannot come.
+   */
+  it.fails('a message over the receiver\'s limit from an honest sender ends failed (too_large) and does not block the messages behind it', async () => {
+    const sender = await createMeshNode({ name: 'big-sender', home, mdns: false, listen: ['/ip4/127.0.0.1/tcp/0'] })
+    try {
+      const outcomes = new Map<string, string>()
+      sender.addEventListener('message:delivered', (evt) => { outcomes.set(evt.detail.id, 'delivered') })
+      sender.addEventListener('message:failed', (evt) => { outcomes.set(evt.detail.id, `failed: ${evt.detail.reason ?? ''}`) })
+      await sender.dial(victim.multiaddrs[0]!)
+      const big = await sender.send(victim.peerId, { pad: 'x'.repeat(100_000) })
+      const small = await sender.send(victim.peerId, { text: 'behind the big one' })
+      await waitFor(() => outcomes.has(big.id) && outcomes.has(small.id), 'both messages to end', 10_000)
+      expect(outcomes.get(big.id)).toMatch(/^failed: too_large/)
+      expect(outcomes.get(small.id)).toBe('delivered')
+      expect(await victim.inbox.get(big.id)).toBeUndefined()
+    } finally {
+      await sender.stop()
+    }
+  })
 
   it('after all that, the victims still serve the honest node', async () => {
     await honestSendWorks('the end')

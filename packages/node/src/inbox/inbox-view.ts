@@ -111,6 +111,8 @@ export function createInboxView (store: () => MeshStore, subscribe: (listener: (
       if (options.signal?.aborted === true) throw new AbortError('wait aborted')
       // listen first, then look: a message landing in between is not missed
       const arrived = Promise.withResolvers<void>()
+      // an abort may land while we are still reading the inbox, before anyone awaits this
+      arrived.promise.catch(() => {})
       const unsubscribe = subscribe((entry) => {
         if (!entry.quarantined && matches(entry, options)) arrived.resolve()
       })
