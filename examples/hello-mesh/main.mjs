@@ -2,10 +2,10 @@
 // Self-verifying: exits non-zero if any step fails. mDNS stays off (127.0.0.1 only).
 import { spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { fileURLToPath } from 'node:url'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
 import { connectMesh } from '@persona-mesh/node'
 
 const pmesh = fileURLToPath(import.meta.resolve('@persona-mesh/cli/bin'))

@@ -661,7 +661,8 @@ function parseTarget (peer: string): PeerId | Multiaddr {
  */
 export async function createMeshNode (options: MeshNodeInit = {}): Promise<MeshNode> {
   const name = validateName(options.name ?? defaultName())
-  const dataDir = personaDir(options.home ?? defaultHome(), name)
+  // an empty home is a mistake (it would mean the current directory), not a choice
+  const dataDir = personaDir(options.home !== undefined && options.home !== '' ? options.home : defaultHome(), name)
   const config = await loadConfig(dataDir)
   const init: MeshNodeInit = {
     ...(config.listen !== undefined ? { listen: config.listen } : {}),

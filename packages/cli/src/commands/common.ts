@@ -13,7 +13,8 @@ export interface GlobalOptions {
 /** The persona options every command shares, resolved from flags, then env, then defaults. */
 export function globals (command: Command): GlobalOptions {
   const opts = command.optsWithGlobals<{ name?: string, home?: string, json?: boolean }>()
-  return { name: opts.name ?? defaultName(), home: opts.home ?? defaultHome(), json: opts.json }
+  // empty values (e.g. --home "$UNSET") fall back to the defaults rather than the current directory
+  return { name: opts.name || defaultName(), home: opts.home || defaultHome(), json: opts.json }
 }
 
 /** Attach to the persona's daemon; the caller closes it. */

@@ -511,10 +511,18 @@ export class TaskService extends TypedEventEmitter<TaskEvents> {
         if (body.progress !== undefined) info.progress = body.progress
         if (body.message !== undefined) info.message = body.message
         this.transition(info, body.status, { ...(body.progress !== undefined ? { percent: body.progress } : {}), ...(body.message !== undefined ? { message: body.message } : {}) })
-        await this.save(info)
+        await this.saveAndAck(info, entry)
       })
     }
     await this.ack(entry)
+  }
+
+  /** Record what a task message said, mark the message handled, then tell listeners: a waiter
+   * woken by the update never sees the message as unread. */
+  private async saveAndAck (info: TaskInfo, entry: InboxEntry): Promise<void> {
+    await this.save(info, false)
+    await this.ack(entry)
+    this.emitUpdate(info)
   }
 
   /** A refusal: fall over to the next candidate, back off and retry when overloaded, or end `rejected`. */
@@ -556,7 +564,7 @@ export class TaskService extends TypedEventEmitter<TaskEvents> {
         if (body.children !== undefined) info.children = body.children
         if (body.status === 'completed') info.progress = 100
         this.transition(info, body.status, body.error !== undefined ? { message: body.error.message } : undefined)
-        await this.save(info)
+        await this.saveAndAck(info, entry)
         this.components.audit({ kind: 'task.result', peer: entry.from, id: info.id, trace: info.trace, outcome: body.status })
       })
     }
@@ -677,7 +685,8 @@ export class TaskService extends TypedEventEmitter<TaskEvents> {
     if (info.history.length > HISTORY_LIMIT) info.history.splice(1, info.history.length - HISTORY_LIMIT)
   }
 
-  private async save (info: TaskInfo): Promise<void> {
+  /** Persist (synced) and, unless told otherwise, tell listeners. */
+  private async save (info: TaskInfo, emit = true): Promise<void> {
     await this.components.store().tasks.put(record(info))
     if (isTerminal(info.status)) {
       this.active.delete(info.id)
@@ -686,7 +695,7 @@ export class TaskService extends TypedEventEmitter<TaskEvents> {
       this.active.add(info.id)
       this.peerOf.set(info.id, info.peer)
     }
-    this.emitUpdate(info)
+    if (emit) this.emitUpdate(info)
   }
 
   private emitUpdate (info: TaskInfo): void {
