@@ -200,6 +200,9 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
     })
     this.peerTable = new PeerTable(libp2p, this.cardService, init.offlineAfter !== undefined ? { offlineAfter: init.offlineAfter } : {})
     this.cardService.addEventListener('card', (evt) => {
+      // a verified card says where the peer listens: let libp2p dial it by PeerId
+      const { peerId, addrs } = evt.detail.card
+      void libp2p.peerStore.merge(peerIdFromString(peerId), { multiaddrs: addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } }) }).catch(() => {})
       // a newly verified card is a discovery: whatever waits in the outbox for that peer can go now
       this.delivery?.kick(evt.detail.card.peerId, true)
       this.safeDispatch('peer:card', evt.detail.card)
@@ -369,6 +372,7 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
       delivery.addEventListener(type, (evt) => { this.safeDispatch(type, evt.detail) })
     }
     delivery.addEventListener('message:received', (evt) => { this.onReceived(evt.detail) })
+    delivery.addEventListener('message:failed', (evt) => { void this.taskService.onDeliveryFailed(evt.detail) })
     return delivery
   }
 

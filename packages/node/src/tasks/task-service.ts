@@ -5,6 +5,7 @@ import {
   newId,
   newTrace,
   NackError,
+  NackReasonSchema,
   TaskCancelBodySchema,
   TaskDelegateBodySchema,
   TaskResultBodySchema,
@@ -133,6 +134,7 @@ export class TaskService extends TypedEventEmitter<TaskEvents> {
         for (const rec of page.entries) {
           const info = rec as unknown as TaskInfo
           this.active.add(info.id)
+          this.peerOf.set(info.id, info.peer)
           if (info.direction === 'incoming' && info.mode === 'handler') void this.resume(info)
         }
         if (!page.more || page.nextCursor === undefined) break
@@ -206,8 +208,11 @@ export class TaskService extends TypedEventEmitter<TaskEvents> {
     const body = parsed.data
     await this.locked(body.taskId, async () => {
       const store = this.components.store()
-      if (await store.tasks.get(body.taskId) !== undefined) {
-        await this.ack(entry)
+      const existing = await store.tasks.get(body.taskId) as unknown as TaskInfo | undefined
+      const retry = existing !== undefined && existing.peer === entry.from && existing.status === 'rejected' && existing.error?.reason === 'overloaded'
+      if (existing !== undefined && !retry) {
+        // an agent's pending task keeps its delegation unread (recovery replays it here)
+        if (!(existing.mode === 'agent' && !isTerminal(existing.status))) await this.ack(entry)
         return
       }
       const now = Date.now()
@@ -329,6 +334,8 @@ export class TaskService extends TypedEventEmitter<TaskEvents> {
             ? { status: 'failed', error: { reason: 'timeout', message: 'the deadline passed before the task finished' } }
             : err instanceof NackError
               ? { status: 'failed', error: { reason: err.reason, message: err.detail ?? err.message } }
+              : err instanceof LoopDetectedError
+                ? { status: 'failed', error: { reason: 'loop_detected', message: err.message.slice(0, 1000) } }
               : { status: 'failed', error: { message: String((err as Error)?.message ?? err).slice(0, 1000) } }
         await this.locked(info.id, async () => { await this.finish(info.id, outcome) })
       } finally {
@@ -569,6 +576,22 @@ export class TaskService extends TypedEventEmitter<TaskEvents> {
       })
     }
     await this.ack(entry)
+  }
+
+  /** A delegation envelope was refused at delivery (deny list, no quarantine): treat it as the worker's refusal. */
+  async onDeliveryFailed (failure: { id: string, to: string, reason?: string }): Promise<void> {
+    for (const id of [...this.active]) {
+      const info = await this.load(id) as (TaskInfo & { delegateId?: string }) | undefined
+      if (info?.direction !== 'outgoing' || info.delegateId !== failure.id) continue
+      await this.locked(id, async () => {
+        const current = await this.load(id) as (TaskInfo & { delegateId?: string }) | undefined
+        if (current === undefined || isTerminal(current.status) || current.delegateId !== failure.id) return
+        const word = (failure.reason ?? '').split(':')[0]!.trim()
+        const reason = (NackReasonSchema.safeParse(word).success ? word : 'internal_error') as NackReason
+        await this.onRejected(current, reason, failure.reason ?? 'the delegation could not be delivered')
+      })
+      return
+    }
   }
 
   /** Cancel a task we delegated. Before it reached the worker it ends `canceled` here; after, the worker decides. */

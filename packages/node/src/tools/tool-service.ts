@@ -133,8 +133,16 @@ export class ToolService {
       throw new NackError('invalid_request', problem)
     }
     let result: JsonValue
+    const limit = registered.definition.timeout ?? 30_000
+    const ownLimit = AbortSignal.timeout(limit)
+    const signal = AbortSignal.any([ctx.signal, ownLimit])
     try {
-      result = await registered.definition.handler(args, { from: ctx.from, signal: ctx.signal })
+      result = await Promise.race([
+        Promise.resolve().then(async () => registered.definition.handler(args, { from: ctx.from, signal })),
+        new Promise<never>((_resolve, reject) => {
+          signal.addEventListener('abort', () => { reject(ownLimit.aborted && !ctx.signal.aborted ? new NackError('timeout', `tool ${tool} did not finish within ${limit} ms`) : signal.reason) }, { once: true })
+        })
+      ])
     } catch (err) {
       if (err instanceof NackError) throw err
       log('tool %s failed: %s', tool, (err as Error).message)
