@@ -28,6 +28,7 @@ import {
 import * as varint from 'uint8-varint'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { waitFor } from './harness.js'
+import { concat, lengthPrefixed, RawStream } from './raw-stream.js'
 
 const WAIT_MS = 15_000
 /** The victim's frame (and so envelope) limit. */
@@ -78,21 +79,6 @@ async function honestSendWorks (tag: string, target: MeshNode = victim): Promise
   expect(target.isStarted).toBe(true)
 }
 
-function lengthPrefixed (bytes: Uint8Array): Uint8Array {
-  const prefix = varint.encode(bytes.byteLength)
-  const out = new Uint8Array(prefix.byteLength + bytes.byteLength)
-  out.set(prefix, 0)
-  out.set(bytes, prefix.byteLength)
-  return out
-}
-
-function concat (...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
-  let at = 0
-  for (const p of parts) { out.set(p, at); at += p.byteLength }
-  return out
-}
-
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s)
 
 /** An envelope from the attacker to `to` (the victim unless said otherwise), with a fresh seq. */
@@ -110,66 +96,17 @@ async function sealRaw (payload: Uint8Array, key: PrivateKey = attackerKey): Pro
 }
 
 /** A raw deliver stream from the attacker: frames out, decoded result frames and close events in. */
-class RawDeliver {
-  readonly results: DeliverResult[] = []
-  readonly garbage: Error[] = []
-  remoteClosedWrite = false
-  closed = false
-  private readonly decoder = new LengthPrefixedDecoder({ maxDataLength: MAX_FRAME_SIZE, maxBufferSize: 4 * MAX_FRAME_SIZE })
-  private readonly listeners = new Set<() => void>()
-
+class RawDeliver extends RawStream<DeliverResult> {
   static async open (target: MeshNode = victim): Promise<RawDeliver> {
     return new RawDeliver(await attacker.libp2p.dialProtocol(target.libp2p.peerId, DELIVER_PROTOCOL))
   }
 
-  constructor (readonly stream: Stream) {
-    stream.addEventListener('message', (evt) => {
-      try {
-        for (const frame of this.decoder.decode(evt.data)) {
-          try {
-            this.results.push(decodeDeliverResult(frame.subarray()))
-          } catch (err) {
-            this.garbage.push(err as Error)
-          }
-        }
-      } catch (err) {
-        this.garbage.push(err as Error)
-      }
-      this.changed()
-    })
-    stream.addEventListener('remoteCloseWrite', () => { this.remoteClosedWrite = true; this.changed() })
-    stream.addEventListener('close', () => { this.closed = true; this.changed() })
+  constructor (stream: Stream) {
+    super(stream, decodeDeliverResult, summary, WAIT_MS)
   }
 
-  /** The victim will send nothing more on this stream. */
-  get ended (): boolean {
-    return this.remoteClosedWrite || this.closed
-  }
-
-  send (bytes: Uint8Array): void {
-    this.stream.send(bytes)
-  }
-
-  sendFrame (bytes: Uint8Array): void {
-    this.send(lengthPrefixed(bytes))
-  }
-
-  /** Resolve once `condition` holds (re-checked on every frame and close), or fail after a timeout. */
-  async until (condition: () => boolean, what: string, timeout = WAIT_MS): Promise<void> {
-    if (condition()) return
-    await new Promise<void>((resolve, reject) => {
-      const check = (): void => {
-        if (!condition()) return
-        cleanup()
-        resolve()
-      }
-      const timer = setTimeout(() => {
-        cleanup()
-        reject(new Error(`timed out waiting for ${what}; got ${JSON.stringify(this.results.map(summary))}, ended: ${this.ended}`))
-      }, timeout)
-      const cleanup = (): void => { clearTimeout(timer); this.listeners.delete(check) }
-      this.listeners.add(check)
-    })
+  get results (): DeliverResult[] {
+    return this.frames
   }
 
   /** Wait for `n` answers (or the end of the stream) and check there are exactly `n`. */
@@ -177,14 +114,6 @@ class RawDeliver {
     await this.until(() => this.results.length >= n || this.ended, `${n} answer(s)`)
     expect(this.results.map(summary)).toHaveLength(n)
     return this.results.map(summary)
-  }
-
-  abort (): void {
-    this.stream.abort(new Error('test case over'))
-  }
-
-  private changed (): void {
-    for (const listener of [...this.listeners]) listener()
   }
 }
 

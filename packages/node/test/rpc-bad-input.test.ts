@@ -21,6 +21,7 @@ import {
 } from '@persona-mesh/protocol'
 import * as varint from 'uint8-varint'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { concat, lengthPrefixed, RawStream } from './raw-stream.js'
 
 const WAIT_MS = 15_000
 
@@ -62,21 +63,6 @@ async function honestEchoWorks (tag: string): Promise<void> {
   expect(victim.isStarted).toBe(true)
 }
 
-function lengthPrefixed (bytes: Uint8Array): Uint8Array {
-  const prefix = varint.encode(bytes.byteLength)
-  const out = new Uint8Array(prefix.byteLength + bytes.byteLength)
-  out.set(prefix, 0)
-  out.set(bytes, prefix.byteLength)
-  return out
-}
-
-function concat (...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
-  let at = 0
-  for (const p of parts) { out.set(p, at); at += p.byteLength }
-  return out
-}
-
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s)
 const json = (value: unknown): Uint8Array => utf8(JSON.stringify(value))
 
@@ -93,79 +79,18 @@ function requestOfSize (id: number, size: number): { bytes: Uint8Array, padding:
 }
 
 /** A raw rpc stream from the attacker to the victim: bytes out, decoded frames and close events in. */
-class RawRpc {
-  readonly frames: RpcFrame[] = []
-  readonly garbage: Error[] = []
-  remoteClosedWrite = false
-  closed = false
-  private readonly decoder = new LengthPrefixedDecoder({ maxDataLength: MAX_FRAME_SIZE, maxBufferSize: 4 * MAX_FRAME_SIZE })
-  private readonly listeners = new Set<() => void>()
-
+class RawRpc extends RawStream<RpcFrame> {
   static async open (): Promise<RawRpc> {
     return new RawRpc(await attacker.libp2p.dialProtocol(victim.libp2p.peerId, RPC_PROTOCOL))
   }
 
-  constructor (readonly stream: Stream) {
-    stream.addEventListener('message', (evt) => {
-      try {
-        for (const frame of this.decoder.decode(evt.data)) {
-          try {
-            this.frames.push(decodeRpcFrame(frame.subarray()))
-          } catch (err) {
-            this.garbage.push(err as Error)
-          }
-        }
-      } catch (err) {
-        this.garbage.push(err as Error)
-      }
-      this.changed()
-    })
-    stream.addEventListener('remoteCloseWrite', () => { this.remoteClosedWrite = true; this.changed() })
-    stream.addEventListener('close', () => { this.closed = true; this.changed() })
-  }
-
-  /** The victim will send nothing more on this stream. */
-  get ended (): boolean {
-    return this.remoteClosedWrite || this.closed
-  }
-
-  send (bytes: Uint8Array): void {
-    this.stream.send(bytes)
-  }
-
-  sendFrame (bytes: Uint8Array): void {
-    this.send(lengthPrefixed(bytes))
-  }
-
-  /** Resolve once `condition` holds (re-checked on every frame and close), or fail after a timeout. */
-  async until (condition: () => boolean, what: string, timeout = WAIT_MS): Promise<void> {
-    if (condition()) return
-    await new Promise<void>((resolve, reject) => {
-      const check = (): void => {
-        if (!condition()) return
-        cleanup()
-        resolve()
-      }
-      const timer = setTimeout(() => {
-        cleanup()
-        reject(new Error(`timed out waiting for ${what}; got ${JSON.stringify(this.frames.map(summary))}, ended: ${this.ended}`))
-      }, timeout)
-      const cleanup = (): void => { clearTimeout(timer); this.listeners.delete(check) }
-      this.listeners.add(check)
-    })
+  constructor (stream: Stream) {
+    super(stream, decodeRpcFrame, summary, WAIT_MS)
   }
 
   async frameCount (n: number): Promise<void> {
     await this.until(() => this.frames.length >= n || this.ended, `${n} frame(s)`)
     expect(this.frames.map(summary)).toHaveLength(n)
-  }
-
-  abort (): void {
-    this.stream.abort(new Error('test case over'))
-  }
-
-  private changed (): void {
-    for (const listener of [...this.listeners]) listener()
   }
 }
 
