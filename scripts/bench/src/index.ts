@@ -137,6 +137,13 @@ async function main (): Promise<number> {
     process.stderr.write(`written ${file}\n`)
   }
   if (profDir !== undefined) process.stderr.write(`CPU profiles in ${profDir}\n`)
+  // several benchmarks: every table again, together, at the end
+  if (opts.names.length > 1) {
+    process.stderr.write(`\n== summary (${((Date.now() - startedAt.getTime()) / 1000).toFixed(0)} s) ==\n`)
+    for (const [name, result] of Object.entries(results)) {
+      process.stderr.write('error' in result ? `\n${name}: FAILED: ${result.error}\n` : `\n${renderTable(name, result)}\n`)
+    }
+  }
   process.stdout.write(JSON.stringify({ schema: SCHEMA, startedAt: startedAt.toISOString(), quick: opts.quick, meshModule, machine, results }) + '\n')
   return failed || interrupted ? 1 : 0
 }

@@ -4,9 +4,11 @@ import { round } from './stats.js'
 export type Better = 'lower' | 'higher'
 
 export interface Goal {
-  /** The ratio (value / baseline) the figure should stay within. */
-  ratio: number
-  /** Human form, e.g. "≤ 1.3× raw". */
+  /** The ratio (value / baseline) the figure should stay within (absent for an absolute goal). */
+  ratio?: number
+  /** An absolute bound on the value itself, in the figure's unit (e.g. find p95 ≤ 100 ms). */
+  value?: number
+  /** Human form, e.g. "≤ 1.3× raw" or "≤ 100 ms". */
   text: string
   met: boolean
 }
@@ -33,6 +35,8 @@ export interface FigureInit {
   baseline: number
   /** Goal on the ratio: at most this when lower is better, at least this when higher is better. */
   goalRatio?: number
+  /** Goal on the value itself: at most this when lower is better, at least this when higher is better. */
+  goalValue?: number
   /** Per-round values, paired with `roundBaselines`. */
   roundValues?: number[]
   roundBaselines?: number[]
@@ -58,6 +62,9 @@ export function figure (init: FigureInit): Figure {
   if (init.goalRatio !== undefined) {
     const met = init.better === 'lower' ? ratio <= init.goalRatio : ratio >= init.goalRatio
     out.goal = { ratio: init.goalRatio, text: `${init.better === 'lower' ? '≤' : '≥'} ${init.goalRatio}× raw`, met }
+  } else if (init.goalValue !== undefined) {
+    const met = init.better === 'lower' ? init.value <= init.goalValue : init.value >= init.goalValue
+    out.goal = { value: init.goalValue, text: `${init.better === 'lower' ? '≤' : '≥'} ${init.goalValue} ${init.unit}`, met }
   }
   return out
 }

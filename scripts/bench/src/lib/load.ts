@@ -9,6 +9,8 @@ export interface PhaseSamples {
   capped: boolean
   /** CPU time (user + system) this process spent during the phase, µs. */
   cpuUs: number
+  /** Requests that resolved to `false` (counted as failed, not timed). */
+  failed?: number
 }
 
 export interface PhaseParams {
@@ -25,6 +27,7 @@ const MAX_COUNT = 1_000_000
 /**
  * Run `request` `count` times with `inflight` requests outstanding at once (1 = one at a time),
  * recording each round trip. Bounded by count and by time: no new request starts after `maxMs`.
+ * A request resolving to `false` is counted as failed and not timed.
  */
 export async function runPhase (request: () => Promise<unknown>, params: PhaseParams): Promise<PhaseSamples> {
   const count = Math.min(Math.max(0, Math.floor(params.count)), MAX_COUNT)
@@ -32,6 +35,7 @@ export async function runPhase (request: () => Promise<unknown>, params: PhasePa
   const latencies = new Float64Array(count)
   let issued = 0
   let completed = 0
+  let failed = 0
   let capped = false
   const cpu0 = process.cpuUsage()
   const start = performance.now()
@@ -42,7 +46,7 @@ export async function runPhase (request: () => Promise<unknown>, params: PhasePa
       const t0 = performance.now()
       if (t0 >= stopAt) { capped = true; return }
       issued++
-      await request()
+      if (await request() === false) { failed++; continue }
       latencies[completed++] = performance.now() - t0
     }
   }
@@ -51,5 +55,5 @@ export async function runPhase (request: () => Promise<unknown>, params: PhasePa
   const cpu = process.cpuUsage(cpu0)
   const out = new Array<number>(completed)
   for (let i = 0; i < completed; i++) out[i] = Math.round(latencies[i] * 1000) / 1000
-  return { completed, elapsedMs, latencies: out, capped, cpuUs: cpu.user + cpu.system }
+  return { completed, elapsedMs, latencies: out, capped, cpuUs: cpu.user + cpu.system, ...(failed > 0 ? { failed } : {}) }
 }

@@ -24,6 +24,8 @@ export interface BenchResult {
   figures: Record<string, Figure>
   /** Anything else worth keeping (raw summaries, sample counts). */
   details?: Record<string, unknown>
+  /** Printed under the table: what was skipped and why, how nodes were placed in processes, … */
+  notes?: string[]
 }
 
 export interface Benchmark {

@@ -29,9 +29,8 @@ export function renderTable (name: string, result: BenchResult): string {
   return [
     `${name}: ${result.title}`,
     `baseline: ${result.baseline}`,
-    '',
-    line(head),
-    line(widths.map(w => '-'.repeat(w))),
-    ...rows.map(line)
+    ...(rows.length === 0 ? [] : ['', line(head), line(widths.map(w => '-'.repeat(w)))]),
+    ...rows.map(line),
+    ...(result.notes ?? []).map(n => `note: ${n}`)
   ].join('\n')
 }

@@ -15,6 +15,8 @@ export interface SpawnOptions {
   nodeArgs?: string[]
   /** The worker exits by itself after this long, whatever happens. @default 600000 */
   maxLifetimeMs?: number
+  /** Run the worker inside this network namespace (`ip netns exec NS node …`; root only). */
+  netns?: string
 }
 
 interface Waiter {
@@ -44,7 +46,10 @@ export class Worker {
   private constructor (readonly benchmark: string, readonly role: string, args: unknown, options: SpawnOptions) {
     this.label = `${benchmark}/${role}`
     const payload = JSON.stringify({ ...(args as object ?? {}), maxLifetimeMs: options.maxLifetimeMs ?? 600_000 })
-    this.child = spawn(process.execPath, [...(options.nodeArgs ?? []), WORKER_SCRIPT, benchmark, role, payload], {
+    const argv = [...(options.nodeArgs ?? []), WORKER_SCRIPT, benchmark, role, payload]
+    // `ip netns exec` execs the command: the child's PID is node's own, signals reach it
+    const [file, spawnArgs]: [string, string[]] = options.netns === undefined ? [process.execPath, argv] : ['ip', ['netns', 'exec', options.netns, process.execPath, ...argv]]
+    this.child = spawn(file, spawnArgs, {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, NODE_OPTIONS: '' }
     })
