@@ -270,7 +270,8 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
   /** Discovered is not connected: dial, or the peer stays a stranger. */
   dialDiscovered (id: PeerId): void {
     const { libp2p } = this
-    if (!this.running || id.equals(libp2p.peerId) || libp2p.getConnections(id).length > 0) return
+    // libp2p (and mDNS with it) is up before the mesh services finish starting: dial as soon as it can
+    if (libp2p.status !== 'started' || id.equals(libp2p.peerId) || libp2p.getConnections(id).length > 0) return
     libp2p.dial(id, { signal: AbortSignal.timeout(DEFAULT_DIAL_TIMEOUT_MS) }).catch((err: Error) => {
       log('could not dial discovered peer %p: %s', id, err.message)
     })
@@ -533,9 +534,10 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
       const providers = await this.cardService.findProviders(exact, { signal, limit }).catch(() => [])
       await Promise.all(providers.map(async (id) => {
         fromDht.add(id)
-        if (this.cardService.get(id) === undefined) {
-          await this.cardService.lookup(id, { signal }).catch(() => undefined)
-        }
+        if (this.cardService.get(id) !== undefined) return
+        // straight from the provider (the DHT query just told us its addresses); the DHT record if it is away
+        const direct = await this.cardService.fetch(peerIdFromString(id), { signal: AbortSignal.any([signal, AbortSignal.timeout(2000)]) }).catch(() => undefined)
+        if (direct === undefined) await this.cardService.lookup(id, { signal }).catch(() => undefined)
       }))
     }
     const hits = searchCards(this.cardService.list(), query)

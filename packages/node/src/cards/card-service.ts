@@ -32,6 +32,8 @@ const log = logger('persona-mesh:cards')
 const FETCH_TIMEOUT_MS = 5_000
 /** How long one DHT publication or lookup may take. */
 const DHT_TIMEOUT_MS = 10_000
+/** How much longer a provider query may run once it found a provider. */
+const PROVIDER_GRACE_MS = 50
 /** Coalesce bursts of "publish now" (start, connects, updates) into one publication. */
 const PUBLISH_DEBOUNCE_MS = 250
 
@@ -220,19 +222,33 @@ export class CardService extends TypedEventEmitter<CardEvents> {
     return this.get(peerId)
   }
 
-  /** PeerIds that announced `capability` in the DHT (ours excluded). */
+  /**
+   * PeerIds that announced `capability` in the DHT (ours excluded). A walk of the whole DHT can take
+   * long after the first answers came in: once a provider is known, the query gets at most
+   * `PROVIDER_GRACE_MS` more to find others.
+   */
   async findProviders (capability: string, options: { signal?: AbortSignal, limit?: number } = {}): Promise<string[]> {
-    const signal = combined([options.signal ?? AbortSignal.timeout(DHT_TIMEOUT_MS), this.stopController.signal])
+    const query = new AbortController()
+    const signal = combined([options.signal ?? AbortSignal.timeout(DHT_TIMEOUT_MS), this.stopController.signal, query.signal])
     const limit = options.limit ?? 20
     const self = this.components.libp2p.peerId.toString()
     const found = new Set<string>()
-    for await (const event of this.components.libp2p.services.dht.findProviders(await capabilityCid(capability), { signal })) {
-      if (event.name !== 'PROVIDER') continue
-      for (const provider of event.providers) {
-        const id = provider.id.toString()
-        if (id !== self) found.add(id)
+    let grace: ReturnType<typeof setTimeout> | undefined
+    try {
+      for await (const event of this.components.libp2p.services.dht.findProviders(await capabilityCid(capability), { signal })) {
+        if (event.name !== 'PROVIDER') continue
+        for (const provider of event.providers) {
+          const id = provider.id.toString()
+          if (id !== self) found.add(id)
+        }
+        if (found.size >= limit) break
+        if (found.size > 0 && grace === undefined) grace = setTimeout(() => { query.abort() }, PROVIDER_GRACE_MS)
       }
-      if (found.size >= limit) break
+    } catch (err) {
+      // ending the walk early is how the grace period works; any other failure still counts
+      if (!query.signal.aborted || found.size === 0) throw err
+    } finally {
+      clearTimeout(grace)
     }
     return [...found]
   }
