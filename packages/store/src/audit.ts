@@ -1,6 +1,6 @@
 import { newId, traceId } from '@persona-mesh/protocol'
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from './constants.js'
-import { batch, clampLimit, type Db, indexSub, jsonSub, keyPart, type Op, pad, SEP, type Sub, timestamp } from './db.js'
+import { batch, clampLimit, type Db, type EncodedOp, encodePut, indexSub, jsonSub, keyPart, type Op, pad, SEP, type Sub, timestamp } from './db.js'
 import { InvalidRecordError, writeError } from './errors.js'
 import type { AbortOptions, AuditEvent, AuditLog, AuditQuery, Page } from './index.js'
 import { readPage } from './page.js'
@@ -39,22 +39,55 @@ export class LevelAuditLog implements AuditLog {
     this.index = indexSub(init.db, 'aui')
   }
 
+  /**
+   * Events appended in the same turn of the event loop go into one (unsynced) batch: callers log
+   * one event at a time, often several per delivered message.
+   */
   async append (events: AuditEvent[], options: AbortOptions = {}): Promise<void> {
     this.init.guard()
     options.signal?.throwIfAborted()
-    const ops: Op[] = []
+    const ops: EncodedOp[] = []
     for (const e of events) {
       validateEvent(e)
       const key = `${pad(e.at)}${SEP}${newId()}`
-      ops.push({ type: 'put', sublevel: this.events, key, value: e })
-      for (const k of indexKeys(key, e)) ops.push({ type: 'put', sublevel: this.index, key: k, value: '' })
+      ops.push(encodePut(this.events, key, e))
+      for (const k of indexKeys(key, e)) ops.push(encodePut(this.index, k, ''))
     }
     if (ops.length === 0) return
+    await new Promise<void>((resolve, reject) => {
+      for (const op of ops) this.queued.push(op)
+      this.waiters.push({ resolve, reject })
+      this.running ??= new Promise<void>(resolve => { setImmediate(resolve) }).then(async () => { await this.write() })
+    })
+  }
+
+  private queued: EncodedOp[] = []
+  private waiters: Array<{ resolve: () => void, reject: (err: Error) => void }> = []
+  private running: Promise<void> | undefined
+
+  private async write (): Promise<void> {
     try {
-      await batch(this.init.db, ops, false)
-    } catch (err) {
-      throw writeError(err)
+      while (this.queued.length > 0) {
+        const ops = this.queued
+        const waiters = this.waiters
+        this.queued = []
+        this.waiters = []
+        try {
+          await batch(this.init.db, ops, false)
+          for (const w of waiters) w.resolve()
+        } catch (err) {
+          const e = writeError(err)
+          for (const w of waiters) w.reject(e)
+        }
+      }
+    } finally {
+      this.running = undefined
     }
+  }
+
+  /** Resolves once every appended event is written. */
+  async drain (): Promise<void> {
+    while (this.running !== undefined) await this.running
   }
 
   async query (query: AuditQuery = {}): Promise<Page<AuditEvent>> {

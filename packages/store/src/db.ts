@@ -32,29 +32,137 @@ export interface Sub<V> {
 
 export type Db = Level<string, unknown>
 
+/**
+ * A write already encoded for the root database: the full key (sublevel prefix included) and the
+ * stored form of the value. Cheaper for `level` than a sublevel operation (no per-operation
+ * prefixing and encoding), and an unencodable value fails where it is built, not in a shared batch.
+ */
+export type EncodedOp =
+  | { type: 'put', key: string, value: string | Uint8Array, valueEncoding: 'utf8' | 'view' }
+  | { type: 'del', key: string }
+
 export type Op =
   | { type: 'put', sublevel: Sub<any>, key: string, value: unknown }
   | { type: 'del', sublevel: Sub<any>, key: string }
+  | EncodedOp
 
 export function openLevel (path: string): Db {
   return new Level<string, unknown>(path, { keyEncoding: 'utf8', valueEncoding: 'json' })
 }
 
+type Codec = 'json' | 'utf8' | 'view'
+const codecs = new WeakMap<object, Codec>()
+
+function sub<V> (db: Db, name: string, codec: Codec): Sub<V> {
+  const s = db.sublevel<string, V>(name, { keyEncoding: 'utf8', valueEncoding: codec }) as unknown as Sub<V>
+  codecs.set(s, codec)
+  return s
+}
+
 export function jsonSub<V> (db: Db, name: string): Sub<V> {
-  return db.sublevel<string, V>(name, { keyEncoding: 'utf8', valueEncoding: 'json' }) as unknown as Sub<V>
+  return sub<V>(db, name, 'json')
 }
 
 export function bytesSub (db: Db, name: string): Sub<Uint8Array> {
-  return db.sublevel<string, Uint8Array>(name, { keyEncoding: 'utf8', valueEncoding: 'view' }) as unknown as Sub<Uint8Array>
+  return sub<Uint8Array>(db, name, 'view')
 }
 
 /** An index sublevel: the key is everything, the value is empty. */
 export function indexSub (db: Db, name: string): Sub<string> {
-  return db.sublevel<string, string>(name, { keyEncoding: 'utf8', valueEncoding: 'utf8' }) as unknown as Sub<string>
+  return sub<string>(db, name, 'utf8')
 }
 
+/** Encode a put into `sub` the way the sublevel itself would store it. Throws `InvalidRecordError` on an unencodable value. */
+export function encodePut (s: Sub<any>, key: string, value: unknown): EncodedOp {
+  const codec = codecs.get(s) ?? 'json'
+  if (codec === 'view') {
+    if (!(value instanceof Uint8Array)) throw new InvalidRecordError('binary value must be a Uint8Array')
+    return { type: 'put', key: s.prefix + key, value, valueEncoding: 'view' }
+  }
+  if (codec === 'utf8') {
+    return { type: 'put', key: s.prefix + key, value: String(value), valueEncoding: 'utf8' }
+  }
+  let json: string | undefined
+  try {
+    json = JSON.stringify(value)
+  } catch (err) {
+    throw new InvalidRecordError(`cannot store value: ${(err as Error).message}`, { cause: err })
+  }
+  if (json === undefined) throw new InvalidRecordError('cannot store value: not JSON')
+  return { type: 'put', key: s.prefix + key, value: json, valueEncoding: 'utf8' }
+}
+
+export function encodeDel (s: Sub<any>, key: string): EncodedOp {
+  return { type: 'del', key: s.prefix + key }
+}
+
+interface Implementation {
+  status: string
+  /** abstract-level's implementer API: operations with keys and values already encoded. */
+  _batch?: (operations: EncodedOp[], options: { sync: boolean }) => Promise<void>
+}
+
+/**
+ * Write `ops` in one atomic batch. When every operation is already encoded (see {@link EncodedOp})
+ * they go straight to the implementation (`classic-level`'s `_batch`): abstract-level's public
+ * `batch()` would only copy, re-validate and re-prefix each one, which cost more than the write
+ * itself (≈ 6 µs per operation). The bytes written are the same either way; anything else (a
+ * sublevel operation, a database not open) takes the public path, with its checks and errors.
+ */
 export async function batch (db: Db, ops: Op[], sync: boolean): Promise<void> {
+  const impl = db as unknown as Implementation
+  if (impl.status === 'open' && typeof impl._batch === 'function' && allEncoded(ops)) {
+    await impl._batch(ops, { sync })
+    return
+  }
   await db.batch(ops as any, { sync })
+}
+
+function allEncoded (ops: Op[]): ops is EncodedOp[] {
+  for (let i = 0; i < ops.length; i++) {
+    if ((ops[i] as { sublevel?: unknown }).sublevel !== undefined) return false
+  }
+  return true
+}
+
+/**
+ * Binary records: a JSON header and a blob (an envelope as received) in one value, so one record
+ * is one LevelDB operation. Layout: `0x01`, header length (u32 BE), header (UTF-8 JSON), blob.
+ */
+const RECORD_V1 = 0x01
+
+export function encodeRecord (header: unknown, blob: Uint8Array): Uint8Array {
+  let json: string
+  try {
+    json = JSON.stringify(header)
+  } catch (err) {
+    throw new InvalidRecordError(`cannot store value: ${(err as Error).message}`, { cause: err })
+  }
+  const headerLength = Buffer.byteLength(json)
+  const out = Buffer.allocUnsafe(5 + headerLength + blob.byteLength)
+  out[0] = RECORD_V1
+  out.writeUInt32BE(headerLength, 1)
+  out.write(json, 5, 'utf8')
+  out.set(blob, 5 + headerLength)
+  return out
+}
+
+/** `undefined` if `value` is not a binary record (a JSON value of an older layout starts with `{`). */
+export function decodeRecord<H> (value: Uint8Array): { header: H, blob: Uint8Array } | undefined {
+  if (value.byteLength < 5 || value[0] !== RECORD_V1) return undefined
+  const b = Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+  const headerLength = b.readUInt32BE(1)
+  const end = 5 + headerLength
+  if (end > b.byteLength) throw new InvalidRecordError('corrupt record: header runs past the value')
+  const header = JSON.parse(b.toString('utf8', 5, end)) as H
+  return { header, blob: new Uint8Array(b.buffer, b.byteOffset + end, b.byteLength - end) }
+}
+
+/** Only the header of a binary record (reads that do not need the blob). */
+export function decodeHeader<H> (value: Uint8Array): H | undefined {
+  if (value.byteLength < 5 || value[0] !== RECORD_V1) return undefined
+  const b = Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+  return JSON.parse(b.toString('utf8', 5, 5 + b.readUInt32BE(1))) as H
 }
 
 /** Separates the parts of a composite key. Nothing stored in a key part may contain it. */

@@ -1,8 +1,9 @@
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from './constants.js'
-import { bytesSub, clampLimit, type Db, encodeCursor, indexSub, jsonSub, keyPart, pad, plainBytes, SEP, type Sub, timestamp } from './db.js'
+import { bytesSub, clampLimit, type Db, decodeHeader, decodeRecord, encodeCursor, encodeRecord, indexSub, jsonSub, keyPart, pad, plainBytes, SEP, type Sub, timestamp, under } from './db.js'
 import { InvalidRecordError } from './errors.js'
 import type {
   AbortOptions,
+  AcceptedItem,
   AcceptResult,
   AckResult,
   Inbox,
@@ -15,13 +16,17 @@ import type {
 import { readPage } from './page.js'
 import { Coalescer, type Serial, type Txn } from './serial.js'
 
-/** An entry as stored; its receipt key is its position. */
+/** An entry as stored, the header of its binary record (the sealed envelope is the blob); its receipt key is its position. */
 type Stored = Omit<InboxEntry, 'cursor'>
 
-/** Where an id lives: its receipt key, and whether in quarantine. */
+/**
+ * Where an id lives: its receipt key, and whether in quarantine. `x`: while the id counts as seen
+ * for deduplication, until when (the id half of the dedupe keys; `pruneDedupe` clears it).
+ */
 interface Location {
   key: string
   q: boolean
+  x?: number
 }
 
 export interface InboxInit {
@@ -31,37 +36,48 @@ export interface InboxInit {
   dedupeTtl: number
 }
 
+/**
+ * Per stored envelope one synced batch writes five records: the entry (header + sealed envelope
+ * in one binary value), its id location (which is also the id's dedupe key), its unread mark, the
+ * sender + seq dedupe key, and one expiry index key for both dedupe keys. Per sender and batch,
+ * the highest seq.
+ */
 export class LevelInbox implements Inbox {
   /** receipt key → entry. Receipt keys are a counter, so iteration order is local receipt order. */
-  private readonly entries: Sub<Stored>
-  private readonly quarantine: Sub<Stored>
-  private readonly bytesById: Sub<Uint8Array>
+  private readonly entries: Sub<Uint8Array>
+  private readonly quarantine: Sub<Uint8Array>
   private readonly byId: Sub<Location>
   /** receipt keys of unacked inbox (not quarantine) entries. */
   private readonly unreadIndex: Sub<string>
-  /** `i\0${id}` and `s\0${from}\0${seq}` → expiry. */
+  /** `s\0${from}\0${seq}` → expiry. */
   private readonly dedupe: Sub<number>
-  /** `${pad(expiry)}\0${dedupe key}`. */
+  /** `${pad(expiry)}\0${id}\0${from}\0${seq}`: when both dedupe keys of a message expire. */
   private readonly dedupeExpiry: Sub<string>
   /** sender → highest seq accepted. */
   private readonly senders: Sub<number>
+  /** First layout: envelopes by id (now inside the entries), and one expiry key per dedupe key. */
+  private readonly legacyBytes: Sub<Uint8Array>
+  private readonly legacyExpiry: Sub<string>
 
+  /** sender → highest seq committed to `snd` (a cache; what is not in it is read from disk). */
+  private readonly committedHighest = new Map<string, number>()
   private nextKey = 1
   private committedKey = 0
   private unreadCount = 0
   private quarantineCount = 0
-  private readonly accepts: Coalescer<InboxItem[], AcceptResult[]>
+  private readonly accepts: Coalescer<InboxItem[], AcceptedItem[]>
 
   constructor (private readonly init: InboxInit) {
     const { db } = init
-    this.entries = jsonSub(db, 'ib')
-    this.quarantine = jsonSub(db, 'ibq')
-    this.bytesById = bytesSub(db, 'ibb')
+    this.entries = bytesSub(db, 'ib')
+    this.quarantine = bytesSub(db, 'ibq')
     this.byId = jsonSub(db, 'ibid')
     this.unreadIndex = indexSub(db, 'ibu')
     this.dedupe = jsonSub(db, 'dd')
-    this.dedupeExpiry = indexSub(db, 'dde')
+    this.dedupeExpiry = indexSub(db, 'ddx')
     this.senders = jsonSub(db, 'snd')
+    this.legacyBytes = bytesSub(db, 'ibb')
+    this.legacyExpiry = indexSub(db, 'dde')
     this.accepts = new Coalescer(init.serial, async (txn, calls) => await this.acceptAll(txn, calls))
   }
 
@@ -78,6 +94,10 @@ export class LevelInbox implements Inbox {
   }
 
   async accept (items: InboxItem[], options: AbortOptions = {}): Promise<AcceptResult[]> {
+    return (await this.acceptEntries(items, options)).map(r => r.status)
+  }
+
+  async acceptEntries (items: InboxItem[], options: AbortOptions = {}): Promise<AcceptedItem[]> {
     this.init.guard()
     for (const item of items) validateItem(item)
     if (items.length === 0) {
@@ -86,25 +106,46 @@ export class LevelInbox implements Inbox {
     return await this.accepts.call(items, options)
   }
 
-  /** Every `accept` call that queued up for this round, in call order: one read, one batch. */
-  private async acceptAll (txn: Txn, calls: InboxItem[][]): Promise<AcceptResult[][]> {
-    const items = calls.flat()
-    const keys = items.flatMap(({ envelope: e }) => [idKey(e.id), seqKey(e.from, e.seq)])
-    const found = await txn.getMany(this.dedupe, keys)
-    const known = new Set(keys.filter((_, i) => found[i] !== undefined))
+  /** Every `accept` call that queued up for this round, in call order: one read per kind of key, one batch. */
+  private async acceptAll (txn: Txn, calls: InboxItem[][]): Promise<AcceptedItem[][]> {
+    const items = calls.length === 1 ? calls[0] : calls.flat()
+    const ids = new Array<string>(items.length)
+    const seqKeys = new Array<string>(items.length)
+    for (let i = 0; i < items.length; i++) {
+      const e = items[i].envelope
+      ids[i] = e.id
+      seqKeys[i] = seqKey(e.from, e.seq)
+    }
+    // a sender's seq above the highest stored from it (committed, or earlier in this round) has no
+    // dedupe key yet: only the others need looking up (senders mostly count upwards)
+    const bound = await this.highestBounds(txn, items)
+    const lookups: string[] = []
+    for (let i = 0; i < items.length; i++) {
+      const e = items[i].envelope
+      if (e.seq <= (bound.get(e.from) ?? -1)) lookups.push(seqKeys[i])
+    }
+    const [locations, seqs] = await Promise.all([txn.getMany(this.byId, ids), lookups.length === 0 ? [] : txn.getMany(this.dedupe, lookups)])
+    const seenIds = new Set<string>()
+    const seenSeqs = new Set<string>()
+    for (let i = 0; i < items.length; i++) {
+      if (locations[i]?.x !== undefined) seenIds.add(ids[i])
+    }
+    for (let i = 0; i < lookups.length; i++) {
+      if (seqs[i] !== undefined) seenSeqs.add(lookups[i])
+    }
     const highest = new Map<string, number>()
     let unread = 0
     let quarantined = 0
     let lastKey = 0
-    const results = calls.map(call => call.map((item): AcceptResult => {
+    let at = 0
+    const results = calls.map(call => call.map((item): AcceptedItem => {
       const e = item.envelope
-      const ik = idKey(e.id)
-      const sk = seqKey(e.from, e.seq)
-      if (known.has(ik) || known.has(sk)) {
-        return 'duplicate'
+      const sk = seqKeys[at++]
+      if (seenIds.has(e.id) || seenSeqs.has(sk)) {
+        return { status: 'duplicate' }
       }
-      known.add(ik)
-      known.add(sk)
+      seenIds.add(e.id)
+      seenSeqs.add(sk)
       const q = item.quarantined === true
       lastKey = this.nextKey++
       const key = pad(lastKey)
@@ -127,31 +168,37 @@ export class LevelInbox implements Inbox {
       if (e.thread !== undefined) stored.thread = e.thread
       if (e.replyTo !== undefined) stored.replyTo = e.replyTo
       if (item.topic !== undefined) stored.topic = item.topic
-      txn.put(q ? this.quarantine : this.entries, key, stored)
-      txn.put(this.bytesById, e.id, item.bytes)
-      txn.put(this.byId, e.id, { key, q })
+      // keep dedupe keys at least as long as the sender may retry
+      const expiry = Math.max(e.expiresAt, item.receivedAt + this.init.dedupeTtl)
+      txn.put(q ? this.quarantine : this.entries, key, encodeRecord(stored, item.bytes))
+      txn.put(this.byId, e.id, { key, q, x: expiry })
       if (q) {
         quarantined++
       } else {
         txn.put(this.unreadIndex, key, '')
         unread++
       }
-      // keep dedupe keys at least as long as the sender may retry
-      const expiry = Math.max(e.expiresAt, item.receivedAt + this.init.dedupeTtl)
-      for (const k of [ik, sk]) {
-        txn.put(this.dedupe, k, expiry)
-        txn.put(this.dedupeExpiry, `${pad(expiry)}${SEP}${k}`, '')
-      }
-      highest.set(e.from, Math.max(highest.get(e.from) ?? 0, e.seq))
-      return 'stored'
+      txn.put(this.dedupe, sk, expiry)
+      txn.put(this.dedupeExpiry, `${pad(expiry)}${SEP}${e.id}${SEP}${e.from}${SEP}${e.seq}`, '')
+      const h = highest.get(e.from)
+      if (h === undefined || e.seq > h) highest.set(e.from, e.seq)
+      return { status: 'stored', entry: toEntry(key, stored) }
     }))
     if (highest.size > 0) {
-      const froms = [...highest.keys()]
-      const held = await txn.getMany(this.senders, froms)
-      froms.forEach((from, i) => {
-        const seq = highest.get(from)!
-        const h = held[i]
-        if (h === undefined || seq > h) txn.put(this.senders, from, seq)
+      const round = roundHighest(txn)
+      for (const [from, seq] of highest) {
+        const held = bound.get(from)
+        if (held === undefined || seq > held) {
+          txn.put(this.senders, from, seq)
+          round.set(from, seq)
+        }
+      }
+      txn.onCommit(() => {
+        if (this.committedHighest.size >= MAX_CACHED_SENDERS) this.committedHighest.clear()
+        for (const [from, seq] of highest) {
+          const held = this.committedHighest.get(from)
+          if (held === undefined || seq > held) this.committedHighest.set(from, seq)
+        }
       })
     }
     if (lastKey > 0) {
@@ -162,6 +209,36 @@ export class LevelInbox implements Inbox {
       })
     }
     return results
+  }
+
+  /**
+   * For each sender of `items`, the highest seq stored from it so far: committed (cached, read
+   * from `snd` the first time) or written earlier in this round. `undefined`: none yet.
+   */
+  private async highestBounds (txn: Txn, items: InboxItem[]): Promise<Map<string, number | undefined>> {
+    const out = new Map<string, number | undefined>()
+    const missing: string[] = []
+    for (const { envelope: { from } } of items) {
+      if (out.has(from)) continue
+      out.set(from, this.committedHighest.get(from))
+      if (!this.committedHighest.has(from)) missing.push(from)
+    }
+    if (missing.length > 0) {
+      const held = await this.senders.getMany(missing)
+      missing.forEach((from, i) => {
+        const h = held[i]
+        out.set(from, h)
+        if (h !== undefined) this.committedHighest.set(from, h)
+      })
+    }
+    const round = txn.scratch.get(ROUND_HIGHEST) as Map<string, number> | undefined
+    if (round !== undefined) {
+      for (const [from, seq] of round) {
+        const h = out.get(from)
+        if (out.has(from) && (h === undefined || seq > h)) out.set(from, seq)
+      }
+    }
+    return out
   }
 
   async read (query: InboxQuery = {}): Promise<Page<InboxEntry>> {
@@ -177,7 +254,8 @@ export class LevelInbox implements Inbox {
       cursor: query.cursor,
       limit: clampLimit(query.limit, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
       signal: query.signal,
-      map: (key, s) => {
+      map: (key, value) => {
+        const s = header(key, value)
         if ((unreadOnly && s.acked) ||
           (from !== undefined && s.from !== from) ||
           (thread !== undefined && s.thread !== thread) ||
@@ -197,15 +275,19 @@ export class LevelInbox implements Inbox {
     if (loc === undefined) {
       return undefined
     }
-    const s = await (loc.q ? this.quarantine : this.entries).get(loc.key)
-    return s === undefined ? undefined : toEntry(loc.key, s)
+    const value = await (loc.q ? this.quarantine : this.entries).get(loc.key)
+    return value === undefined ? undefined : toEntry(loc.key, header(loc.key, value))
   }
 
   async bytes (id: string, options: AbortOptions = {}): Promise<Uint8Array | undefined> {
     this.init.guard()
     options.signal?.throwIfAborted()
-    const b = await this.bytesById.get(keyPart(id, 'id'))
-    return b === undefined ? undefined : plainBytes(b)
+    const loc = await this.byId.get(keyPart(id, 'id'))
+    if (loc === undefined) {
+      return undefined
+    }
+    const value = await (loc.q ? this.quarantine : this.entries).get(loc.key)
+    return value === undefined ? undefined : decodeRecord<Stored>(value)?.blob
   }
 
   async ack (ids: string[], options: AbortOptions = {}): Promise<AckResult[]> {
@@ -221,13 +303,14 @@ export class LevelInbox implements Inbox {
       const results: AckResult[] = []
       for (const loc of locs) {
         const sub = loc?.q === true ? this.quarantine : this.entries
-        const s = loc === undefined ? undefined : await txn.get(sub, loc.key)
-        if (loc === undefined || s === undefined) {
+        const value = loc === undefined ? undefined : await txn.get(sub, loc.key)
+        const record = value === undefined ? undefined : decodeRecord<Stored>(value)
+        if (loc === undefined || record === undefined) {
           results.push('unknown')
-        } else if (s.acked) {
+        } else if (record.header.acked) {
           results.push('already-acked')
         } else {
-          txn.put(sub, loc.key, { ...s, acked: true, ackedAt: now })
+          txn.put(sub, loc.key, encodeRecord({ ...record.header, acked: true, ackedAt: now }, record.blob))
           if (!loc.q) {
             txn.del(this.unreadIndex, loc.key)
             acked++
@@ -253,8 +336,9 @@ export class LevelInbox implements Inbox {
       const results: ReleaseResult[] = []
       for (const id of ids) {
         const loc = await txn.get(this.byId, id)
-        const s = loc === undefined ? undefined : await txn.get(loc.q ? this.quarantine : this.entries, loc.key)
-        if (loc === undefined || s === undefined) {
+        const value = loc === undefined ? undefined : await txn.get(loc.q ? this.quarantine : this.entries, loc.key)
+        const record = value === undefined ? undefined : decodeRecord<Stored>(value)
+        if (loc === undefined || record === undefined) {
           results.push('unknown')
           continue
         }
@@ -266,9 +350,9 @@ export class LevelInbox implements Inbox {
         lastKey = this.nextKey++
         const key = pad(lastKey)
         txn.del(this.quarantine, loc.key)
-        txn.put(this.entries, key, { ...s, quarantined: false })
-        txn.put(this.byId, id, { key, q: false })
-        if (!s.acked) {
+        txn.put(this.entries, key, encodeRecord({ ...record.header, quarantined: false }, record.blob))
+        txn.put(this.byId, id, loc.x === undefined ? { key, q: false } : { key, q: false, x: loc.x })
+        if (!record.header.acked) {
           txn.put(this.unreadIndex, key, '')
           unread++
         }
@@ -308,28 +392,117 @@ export class LevelInbox implements Inbox {
     this.init.guard()
     const bound = pad(timestamp(now, 'now'))
     let pruned = 0
+    // first layout: one expiry key per dedupe key
     for (;;) {
       const n = await this.init.serial.run(async txn => {
-        const keys = await this.dedupeExpiry.keys({ lt: bound, limit: 2000 }).all()
+        const keys = await this.legacyExpiry.keys({ lt: bound, limit: 2000 }).all()
         for (const k of keys) {
-          txn.del(this.dedupeExpiry, k)
-          txn.del(this.dedupe, k.slice(k.indexOf(SEP) + 1))
+          txn.del(this.legacyExpiry, k)
+          const dk = k.slice(k.indexOf(SEP) + 1)
+          if (dk.startsWith(`i${SEP}`)) await this.forgetId(txn, dk.slice(2), undefined)
+          else txn.del(this.dedupe, dk)
         }
         return keys.length
       }, options)
       pruned += n
       if (n === 0) break
     }
+    // one expiry key per message, for its id and its sender + seq
+    for (;;) {
+      const n = await this.init.serial.run(async txn => {
+        const keys = await this.dedupeExpiry.keys({ lt: bound, limit: 1000 }).all()
+        const parsed = keys.map(k => k.split(SEP))
+        const sks = parsed.map(([, , from, seq]) => seqKey(from, Number(seq)))
+        const held = sks.length === 0 ? [] : await txn.getMany(this.dedupe, sks)
+        for (let i = 0; i < keys.length; i++) {
+          const [exp, id] = parsed[i]
+          const expiry = Number(exp)
+          txn.del(this.dedupeExpiry, keys[i])
+          // a key stored again later (after it was pruned once) has its own, later expiry
+          if (held[i] === expiry) txn.del(this.dedupe, sks[i])
+          await this.forgetId(txn, id, expiry)
+        }
+        return keys.length * 2
+      }, options)
+      pruned += n
+      if (n === 0) break
+    }
     return pruned
+  }
+
+  /** The id no longer counts as seen (its entry stays readable). */
+  private async forgetId (txn: Txn, id: string, expiry: number | undefined): Promise<void> {
+    const loc = await txn.get(this.byId, id)
+    if (loc?.x === undefined || (expiry !== undefined && loc.x !== expiry)) return
+    txn.put(this.byId, id, { key: loc.key, q: loc.q })
+  }
+
+  /**
+   * First layout → this one: entries were JSON with their envelope in `ibb`, and ids had their own
+   * dedupe keys (`dd` `i\0id`). Converted in synced chunks; a crash midway is finished on the next
+   * open (each entry says which layout it is in).
+   */
+  async migrate (): Promise<void> {
+    for (const sub of [this.entries, this.quarantine]) {
+      let after: string | undefined
+      for (;;) {
+        const chunk = await sub.iterator({ ...(after === undefined ? {} : { gt: after }), limit: 500 }).all()
+        if (chunk.length === 0) break
+        after = chunk[chunk.length - 1][0]
+        const old = chunk.filter(([, v]) => decodeRecord(v) === undefined)
+          .map(([key, v]) => ({ key, stored: JSON.parse(Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('utf8')) as Stored }))
+        if (old.length === 0) continue
+        const bytes = await this.legacyBytes.getMany(old.map(o => o.stored.id))
+        await this.init.serial.run(txn => {
+          old.forEach(({ key, stored }, i) => {
+            txn.put(sub, key, encodeRecord(stored, plainBytes(bytes[i] ?? new Uint8Array(0))))
+            txn.del(this.legacyBytes, stored.id)
+          })
+        })
+      }
+    }
+    for (;;) {
+      const keys = await this.legacyBytes.keys({ limit: 1000 }).all()
+      if (keys.length === 0) break
+      await this.init.serial.run(txn => { for (const k of keys) txn.del(this.legacyBytes, k) })
+    }
+    for (;;) {
+      const chunk = await this.dedupe.iterator({ ...under(`i${SEP}`), limit: 1000 }).all()
+      if (chunk.length === 0) break
+      await this.init.serial.run(async txn => {
+        const locs = await txn.getMany(this.byId, chunk.map(([k]) => k.slice(2)))
+        chunk.forEach(([k, expiry], i) => {
+          const loc = locs[i]
+          if (loc !== undefined) txn.put(this.byId, k.slice(2), { key: loc.key, q: loc.q, x: expiry })
+          txn.del(this.dedupe, k)
+        })
+      })
+    }
   }
 }
 
-function idKey (id: string): string {
-  return `i${SEP}${id}`
+/** Senders whose highest seq is kept in memory; past this the cache starts over. */
+const MAX_CACHED_SENDERS = 10_000
+const ROUND_HIGHEST = 'inbox.highest'
+
+/** Highest seqs written by earlier jobs of this round, not yet committed. */
+function roundHighest (txn: Txn): Map<string, number> {
+  let m = txn.scratch.get(ROUND_HIGHEST) as Map<string, number> | undefined
+  if (m === undefined) {
+    m = new Map()
+    txn.scratch.set(ROUND_HIGHEST, m)
+  }
+  return m
 }
 
 function seqKey (from: string, seq: number): string {
   return `s${SEP}${from}${SEP}${seq}`
+}
+
+function header (key: string, value: Uint8Array): Stored {
+  const s = decodeHeader<Stored>(value)
+  if (s === undefined) throw new InvalidRecordError(`inbox entry ${key} is in an unknown layout`)
+  return s
 }
 
 function toEntry (key: string, s: Stored): InboxEntry {

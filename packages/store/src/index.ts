@@ -149,8 +149,12 @@ export interface Outbox {
    * known are skipped. Throws `QueueFullError` and writes nothing if a cap would be exceeded.
    */
   add (entries: OutboxEntryInit[], options?: AbortOptions): Promise<AddResult[]>
-  /** Queued entries for one recipient in delivery order: high, normal, low; FIFO (id order) within each. */
-  pending (to: string, options?: { limit?: number } & AbortOptions): Promise<OutboxEntry[]>
+  /**
+   * Queued entries for one recipient in delivery order: high, normal, low; FIFO (id order) within
+   * each. With `after` (an entry returned before), only those after it in that order: a reader can
+   * page through a long queue without reading what it already has in hand.
+   */
+  pending (to: string, options?: { limit?: number, after?: Pick<OutboxEntry, 'priority' | 'id'> } & AbortOptions): Promise<OutboxEntry[]>
   /** Recipients with something queued, and how much. From memory. */
   recipients (): Array<{ to: string, count: number }>
   /** Move queued ids to a terminal state (synced). Settling a settled id changes nothing and reports its state. */
@@ -187,6 +191,12 @@ export interface InboxItem {
 }
 
 export type AcceptResult = 'stored' | 'duplicate'
+
+/** One item's outcome from {@link Inbox.acceptEntries}: the entry as `get(id)` gives it, when stored. */
+export interface AcceptedItem {
+  status: AcceptResult
+  entry?: InboxEntry
+}
 export type AckResult = 'acked' | 'already-acked' | 'unknown'
 export type ReleaseResult = 'released' | 'not-quarantined' | 'unknown'
 
@@ -235,6 +245,8 @@ export interface Inbox {
    * Concurrent calls are serialized (and group-committed).
    */
   accept (items: InboxItem[], options?: AbortOptions): Promise<AcceptResult[]>
+  /** {@link Inbox.accept}, handing back each stored entry too (no second read to announce it). */
+  acceptEntries (items: InboxItem[], options?: AbortOptions): Promise<AcceptedItem[]>
   /** Peek: never consumes. */
   read (query?: InboxQuery): Promise<Page<InboxEntry>>
   get (id: string, options?: AbortOptions): Promise<InboxEntry | undefined>
@@ -252,7 +264,10 @@ export interface Inbox {
   endCursor (): string | undefined
   /** Highest seq accepted from a sender. */
   highestSeq (from: string, options?: AbortOptions): Promise<number | undefined>
-  /** Remove dedupe keys whose expiry is before `now` (two per message: id, sender + seq). Returns how many. */
+  /**
+   * Remove dedupe keys whose expiry is before `now` (two per message: id, sender + seq; the entry
+   * itself stays). Returns how many.
+   */
   pruneDedupe (now: number, options?: AbortOptions): Promise<number>
 }
 

@@ -1,6 +1,6 @@
 import { isUlid, PRIORITIES, type Priority } from '@persona-mesh/protocol'
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from './constants.js'
-import { bytesSub, clampLimit, type Db, indexSub, jsonSub, keyPart, pad, plainBytes, SEP, type Sub, timestamp, under } from './db.js'
+import { bytesSub, clampLimit, type Db, decodeCursor, decodeRecord, encodeCursor, encodeRecord, indexSub, jsonSub, keyPart, pad, pageRange, plainBytes, type Range, SEP, type Sub, timestamp, under } from './db.js'
 import { InvalidRecordError, QueueFullError } from './errors.js'
 import type {
   AbortOptions,
@@ -21,10 +21,21 @@ import { readPage } from './page.js'
 import { Coalescer, type Serial, type Txn } from './serial.js'
 import type { SyncWriter } from './writer.js'
 
-/** Queued entry as stored (the bytes live in their own sublevel). */
-type Queued = Omit<OutboxEntry, 'bytes'>
+/**
+ * What a queue record holds besides its key (`to`, priority, id) and the envelope: one binary
+ * record (`encodeRecord`), so queueing an envelope is one operation and `pending` one range read.
+ */
+interface QueuedHeader {
+  seq: number
+  createdAt: number
+  expiresAt: number
+  attempts: number
+  nextAttemptAt: number
+  lastError?: string
+}
 
 const RANK: Record<Priority, string> = { high: '0', normal: '1', low: '2' }
+const PRIORITY_OF_RANK: Record<string, Priority> = { 0: 'high', 1: 'normal', 2: 'low' }
 const STATUSES: readonly OutboxStatus[] = ['queued', 'delivered', 'expired', 'failed']
 const TERMINAL: readonly OutboxStatus[] = ['delivered', 'expired', 'failed']
 const SEQ_KEY = 'outbox.seq'
@@ -54,9 +65,10 @@ interface Delta {
 }
 
 export class LevelOutbox implements Outbox {
-  /** `${to}\0${rank}\0${id}` → queued entry: iteration order is delivery order. */
-  private readonly queue: Sub<Queued>
-  private readonly bytesById: Sub<Uint8Array>
+  /** `${to}\0${rank}\0${id}` → queued entry and its envelope: iteration order is delivery order. */
+  private readonly queue: Sub<Uint8Array>
+  /** Envelopes of queued entries in the first layout (before they moved into the queue records): migrated on open. */
+  private readonly legacyBytes: Sub<Uint8Array>
   /** id → status record, for every id ever added (until pruned). */
   private readonly status: Sub<OutboxRecord>
   /** `s\0status\0id`, `p\0to\0id`, `ps\0to\0status\0id`. */
@@ -74,8 +86,8 @@ export class LevelOutbox implements Outbox {
 
   constructor (private readonly init: OutboxInit) {
     const { db } = init
-    this.queue = jsonSub(db, 'ob')
-    this.bytesById = bytesSub(db, 'obb')
+    this.queue = bytesSub(db, 'ob')
+    this.legacyBytes = bytesSub(db, 'obb')
     this.status = jsonSub(db, 'obs')
     this.index = indexSub(db, 'obx')
     this.expiry = indexSub(db, 'obe')
@@ -137,21 +149,18 @@ export class LevelOutbox implements Outbox {
 
       for (const e of fresh) {
         known.add(e.id)
-        const queued: Queued = {
-          id: e.id,
-          to: e.to,
-          priority: e.priority,
+        const header: QueuedHeader = {
           seq: e.seq,
           createdAt: e.createdAt,
           expiresAt: e.expiresAt,
           attempts: e.attempts ?? 0,
           nextAttemptAt: e.nextAttemptAt ?? 0
         }
-        txn.put(this.queue, queueKey(e.to, e.priority, e.id), queued)
-        txn.put(this.bytesById, e.id, e.bytes)
+        // three records: the queue entry (with the envelope), its status, its expiry. Listing
+        // queued entries reads the queue itself, so there is no index to keep for them.
+        txn.put(this.queue, queueKey(e.to, e.priority, e.id), encodeRecord(header, e.bytes))
         txn.put(this.expiry, expiryKey(e.expiresAt, e.id), '')
-        txn.put(this.index, `p${SEP}${e.to}${SEP}${e.id}`, '')
-        this.putStatus(txn, {
+        txn.put(this.status, e.id, {
           id: e.id,
           to: e.to,
           priority: e.priority,
@@ -160,7 +169,7 @@ export class LevelOutbox implements Outbox {
           createdAt: e.createdAt,
           expiresAt: e.expiresAt,
           updatedAt: now,
-          attempts: queued.attempts
+          attempts: header.attempts
         })
       }
       for (const [to, n] of adding) bump(delta, to, n)
@@ -169,22 +178,21 @@ export class LevelOutbox implements Outbox {
     })
   }
 
-  async pending (to: string, options: { limit?: number } & AbortOptions = {}): Promise<OutboxEntry[]> {
+  async pending (to: string, options: PendingOptions = {}): Promise<OutboxEntry[]> {
     this.init.guard()
     keyPart(to, 'to')
     const limit = clampLimit(options.limit, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    const queued = await this.queue.values({ ...under(to + SEP), limit }).all()
-    options.signal?.throwIfAborted()
-    if (queued.length === 0) {
-      return []
+    const range: Range = { ...under(to + SEP), limit }
+    if (options.after !== undefined) {
+      const { priority, id } = options.after
+      if (!PRIORITIES.includes(priority)) throw new InvalidRecordError(`unknown priority ${JSON.stringify(priority)}`)
+      delete range.gte
+      range.gt = queueKey(to, priority, keyPart(id, 'after id'))
     }
-    const bytes = await this.bytesById.getMany(queued.map(q => q.id))
-    const out: OutboxEntry[] = []
-    queued.forEach((q, i) => {
-      const b = bytes[i]
-      // settled between the two reads: gone
-      if (b !== undefined) out.push({ ...q, bytes: plainBytes(b) })
-    })
+    const records = await this.queue.iterator(range).all()
+    options.signal?.throwIfAborted()
+    const out: OutboxEntry[] = new Array(records.length)
+    for (let i = 0; i < records.length; i++) out[i] = toEntry(records[i][0], records[i][1])
     return out
   }
 
@@ -225,11 +233,9 @@ export class LevelOutbox implements Outbox {
         return withReason({ id, status: rec.status, changed: false }, rec.reason)
       }
       txn.del(this.queue, queueKey(rec.to, rec.priority, id))
-      txn.del(this.bytesById, id)
       txn.del(this.expiry, expiryKey(rec.expiresAt, id))
-      this.delStatusIndex(txn, rec)
       const next: OutboxRecord = withReason({ ...rec, status, updatedAt: now }, reason)
-      this.putStatus(txn, next)
+      this.putSettled(txn, next)
       current.set(id, next)
       removed.set(rec.to, (removed.get(rec.to) ?? 0) + 1)
       return withReason({ id, status, changed: true }, reason)
@@ -250,13 +256,14 @@ export class LevelOutbox implements Outbox {
         return false
       }
       const key = queueKey(rec.to, rec.priority, id)
-      const queued = await txn.get(this.queue, key)
-      if (queued === undefined) {
+      const stored = await txn.get(this.queue, key)
+      const record = stored === undefined ? undefined : decodeRecord<QueuedHeader>(stored)
+      if (record === undefined) {
         return false
       }
-      const next: Queued = { ...queued, attempts, nextAttemptAt }
+      const next: QueuedHeader = { ...record.header, attempts, nextAttemptAt }
       if (update.lastError !== undefined) next.lastError = update.lastError
-      txn.put(this.queue, key, next)
+      txn.put(this.queue, key, encodeRecord(next, record.blob))
       txn.put(this.status, id, { ...rec, attempts, updatedAt: Date.now() })
       return true
     }, options)
@@ -268,6 +275,13 @@ export class LevelOutbox implements Outbox {
     return await this.status.get(keyPart(id, 'id'))
   }
 
+  /**
+   * Where each listing reads (all in id order): nothing filtered: the status records. Queued: the
+   * queue itself, merged across priorities (and recipients). Settled for a recipient: the
+   * `ps\0to\0status\0id` index. Failed or expired: the `s\0status\0id` index. Delivered, the
+   * common end state: the status records, filtered. By recipient: its queue and its settled
+   * indexes, merged.
+   */
   async list (query: OutboxListQuery = {}): Promise<Page<OutboxRecord>> {
     this.init.guard()
     const { status, to } = query
@@ -275,19 +289,52 @@ export class LevelOutbox implements Outbox {
       throw new InvalidRecordError(`unknown status ${String(status)}`)
     }
     if (to !== undefined) keyPart(to, 'to')
-    let prefix: string | undefined
-    if (to !== undefined && status !== undefined) prefix = `ps${SEP}${to}${SEP}${status}${SEP}`
-    else if (to !== undefined) prefix = `p${SEP}${to}${SEP}`
-    else if (status !== undefined) prefix = `s${SEP}${status}${SEP}`
-    return await readPage({
+    const limit = clampLimit(query.limit, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    const reverse = query.reverse ?? false
+    const scan = async (filter?: (r: OutboxRecord) => boolean): Promise<Page<OutboxRecord>> => await readPage({
       primary: this.status,
-      ...(prefix === undefined ? {} : { index: this.index, prefix }),
       cursor: query.cursor,
-      limit: clampLimit(query.limit, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
-      reverse: query.reverse ?? false,
-      map: (_key, record) => record,
+      limit,
+      reverse,
+      map: filter === undefined ? (_key, record) => record : (_key, record) => filter(record) ? record : undefined,
       signal: query.signal
     })
+    const queueSources = (peer: string): Source[] => (['0', '1', '2']).map(rank => ({ sub: this.queue, prefix: `${peer}${SEP}${rank}${SEP}` }))
+    const settledSources = (peer: string): Source[] => TERMINAL.map(st => ({ sub: this.index, prefix: `ps${SEP}${peer}${SEP}${st}${SEP}` }))
+    if (status === undefined && to === undefined) return await scan()
+    if (status === 'queued') {
+      const peers = to !== undefined ? [to] : [...this.perPeer.keys()]
+      // very many recipients: reading every queue for one page costs more than a filtered scan
+      if (peers.length > MAX_MERGED_RECIPIENTS) return await scan(r => r.status === 'queued')
+      return await this.merged(peers.flatMap(queueSources), query, limit, reverse, r => r.status === 'queued')
+    }
+    if (to !== undefined && status !== undefined) return await this.merged([{ sub: this.index, prefix: `ps${SEP}${to}${SEP}${status}${SEP}` }], query, limit, reverse, r => r.status === status)
+    if (to !== undefined) return await this.merged([...queueSources(to), ...settledSources(to)], query, limit, reverse, r => r.to === to)
+    if (status === 'delivered') return await scan(r => r.status === 'delivered')
+    return await this.merged([{ sub: this.index, prefix: `s${SEP}${status}${SEP}` }], query, limit, reverse, r => r.status === status)
+  }
+
+  /** One page of status records whose ids come from several key ranges, each in id order, merged. */
+  private async merged (sources: Source[], query: OutboxListQuery, limit: number, reverse: boolean, keep: (r: OutboxRecord) => boolean): Promise<Page<OutboxRecord>> {
+    const after = decodeCursor(query.cursor)
+    const lists = await Promise.all(sources.map(async ({ sub, prefix }) => {
+      const range = pageRange(prefix, after === undefined ? undefined : prefix + after, reverse)
+      const keys = await sub.keys({ ...range, limit: limit + 1 }).all()
+      return keys.map(k => k.slice(prefix.length))
+    }))
+    query.signal?.throwIfAborted()
+    const ids = [...new Set(lists.flat())].sort()
+    if (reverse) ids.reverse()
+    const more = ids.length > limit
+    const taken = ids.slice(0, limit)
+    const records = taken.length === 0 ? [] : await this.status.getMany(taken)
+    const entries: OutboxRecord[] = []
+    for (const r of records) if (r !== undefined && keep(r)) entries.push(r)
+    const page: Page<OutboxRecord> = { entries, more }
+    const last = taken.at(-1)
+    if (last !== undefined) page.nextCursor = encodeCursor(last)
+    else if (query.cursor !== undefined && query.cursor !== '') page.nextCursor = query.cursor
+    return page
   }
 
   async expired (now: number, options: { limit?: number } & AbortOptions = {}): Promise<string[]> {
@@ -327,46 +374,88 @@ export class LevelOutbox implements Outbox {
     await this.seqLock
   }
 
+  /** A scan of the status records (it is rare; settled records are not indexed by age). */
   async pruneSettled (before: number, options: AbortOptions = {}): Promise<number> {
     this.init.guard()
     timestamp(before, 'before')
     let pruned = 0
-    for (const status of TERMINAL) {
-      const range = under(`s${SEP}${status}${SEP}`)
-      let after: string | undefined
-      for (;;) {
-        const chunk = await this.init.serial.run(async txn => {
-          const keys = await this.index.keys({ ...(after === undefined ? { gte: range.gte } : { gt: after }), lt: range.lt, limit: 1000 }).all()
-          const ids = keys.map(k => k.slice(k.lastIndexOf(SEP) + 1))
-          const records = ids.length === 0 ? [] : await txn.getMany(this.status, ids)
-          let count = 0
-          for (const rec of records) {
-            if (rec !== undefined && rec.status === status && rec.updatedAt < before) {
-              txn.del(this.status, rec.id)
-              this.delStatusIndex(txn, rec)
-              txn.del(this.index, `p${SEP}${rec.to}${SEP}${rec.id}`)
-              count++
-            }
+    let after: string | undefined
+    for (;;) {
+      const chunk = await this.init.serial.run(async txn => {
+        const records = await this.status.iterator({ ...(after === undefined ? {} : { gt: after }), limit: 1000 }).all()
+        const ids = records.map(([id]) => id)
+        // what this round sees (an overlay of earlier jobs of the round), not only what is on disk
+        const current = ids.length === 0 ? [] : await txn.getMany(this.status, ids)
+        let count = 0
+        for (const rec of current) {
+          if (rec !== undefined && rec.status !== 'queued' && rec.updatedAt < before) {
+            txn.del(this.status, rec.id)
+            txn.del(this.index, `ps${SEP}${rec.to}${SEP}${rec.status}${SEP}${rec.id}`)
+            if (rec.status !== 'delivered') txn.del(this.index, `s${SEP}${rec.status}${SEP}${rec.id}`)
+            count++
           }
-          return { count, last: keys.at(-1) }
-        }, options)
-        pruned += chunk.count
-        if (chunk.last === undefined) break
-        after = chunk.last
-      }
+        }
+        return { count, last: ids.at(-1) }
+      }, options)
+      pruned += chunk.count
+      if (chunk.last === undefined) break
+      after = chunk.last
     }
     return pruned
   }
 
-  private putStatus (txn: Txn, record: OutboxRecord): void {
-    txn.put(this.status, record.id, record)
-    txn.put(this.index, `s${SEP}${record.status}${SEP}${record.id}`, '')
-    txn.put(this.index, `ps${SEP}${record.to}${SEP}${record.status}${SEP}${record.id}`, '')
+  /**
+   * First layout → this one: queue records were JSON with the envelope in `obb`, now one binary
+   * record; queued entries had index keys (`p`, `s\0queued`, `ps\0…\0queued`) and delivered
+   * ones an `s\0delivered` key, which nothing reads any more. Done in synced chunks; a crash
+   * midway is finished on the next open (each record says which layout it is in).
+   */
+  async migrate (): Promise<void> {
+    let after: string | undefined
+    for (;;) {
+      const chunk = await this.queue.iterator({ ...(after === undefined ? {} : { gt: after }), limit: 500 }).all()
+      if (chunk.length === 0) break
+      after = chunk[chunk.length - 1][0]
+      const old = chunk.filter(([, v]) => decodeRecord(v) === undefined)
+      if (old.length === 0) continue
+      const ids = old.map(([key]) => key.slice(key.lastIndexOf(SEP) + 1))
+      const bytes = await this.legacyBytes.getMany(ids)
+      await this.init.serial.run(txn => {
+        old.forEach(([key, value], i) => {
+          const q = JSON.parse(Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('utf8')) as QueuedHeader
+          const header: QueuedHeader = { seq: q.seq, createdAt: q.createdAt, expiresAt: q.expiresAt, attempts: q.attempts ?? 0, nextAttemptAt: q.nextAttemptAt ?? 0 }
+          if (q.lastError !== undefined) header.lastError = q.lastError
+          txn.put(this.queue, key, encodeRecord(header, plainBytes(bytes[i] ?? new Uint8Array(0))))
+          txn.del(this.legacyBytes, ids[i])
+        })
+      })
+    }
+    // envelopes of entries no longer queued
+    for (;;) {
+      const keys = await this.legacyBytes.keys({ limit: 1000 }).all()
+      if (keys.length === 0) break
+      await this.init.serial.run(txn => { for (const k of keys) txn.del(this.legacyBytes, k) })
+    }
+    const unread = (k: string): boolean => k.startsWith(`p${SEP}`) || k.startsWith(`s${SEP}queued${SEP}`) || k.startsWith(`s${SEP}delivered${SEP}`) ||
+      (k.startsWith(`ps${SEP}`) && k.split(SEP)[2] === 'queued')
+    for (const prefix of [`p${SEP}`, `s${SEP}queued${SEP}`, `s${SEP}delivered${SEP}`, `ps${SEP}`]) {
+      let from: string | undefined
+      for (;;) {
+        const range = under(prefix)
+        const keys = await this.index.keys({ ...(from === undefined ? { gte: range.gte } : { gt: from }), lt: range.lt, limit: 1000 }).all()
+        if (keys.length === 0) break
+        from = keys[keys.length - 1]
+        const stale = keys.filter(unread)
+        if (stale.length > 0) await this.init.serial.run(txn => { for (const k of stale) txn.del(this.index, k) })
+      }
+    }
   }
 
-  private delStatusIndex (txn: Txn, record: OutboxRecord): void {
-    txn.del(this.index, `s${SEP}${record.status}${SEP}${record.id}`)
-    txn.del(this.index, `ps${SEP}${record.to}${SEP}${record.status}${SEP}${record.id}`)
+  /** A settled status record, indexed by recipient and status, and (unless delivered) by status. */
+  private putSettled (txn: Txn, record: OutboxRecord): void {
+    txn.put(this.status, record.id, record)
+    txn.put(this.index, `ps${SEP}${record.to}${SEP}${record.status}${SEP}${record.id}`, '')
+    if (record.status !== 'delivered') txn.put(this.index, `s${SEP}${record.status}${SEP}${record.id}`, '')
   }
 
   private bumpCounters (to: string, n: number): void {
@@ -375,6 +464,42 @@ export class LevelOutbox implements Outbox {
     else this.perPeer.set(to, count)
     this.total += n
   }
+}
+
+/** Above this many recipients with queued entries, listing every queued entry scans the status records instead. */
+const MAX_MERGED_RECIPIENTS = 64
+
+interface Source {
+  sub: Sub<any>
+  /** Keys under it end in the id. */
+  prefix: string
+}
+
+export interface PendingOptions extends AbortOptions {
+  limit?: number
+  after?: Pick<OutboxEntry, 'priority' | 'id'>
+}
+
+/** A queue record as an entry: `to`, priority and id come from its key. */
+function toEntry (key: string, value: Uint8Array): OutboxEntry {
+  const a = key.indexOf(SEP)
+  const b = key.indexOf(SEP, a + 1)
+  const record = decodeRecord<QueuedHeader>(value)
+  if (record === undefined) throw new InvalidRecordError(`outbox record ${key.slice(b + 1)} is in an unknown layout`)
+  const h = record.header
+  const entry: OutboxEntry = {
+    id: key.slice(b + 1),
+    to: key.slice(0, a),
+    priority: PRIORITY_OF_RANK[key.slice(a + 1, b)],
+    seq: h.seq,
+    createdAt: h.createdAt,
+    expiresAt: h.expiresAt,
+    bytes: record.blob,
+    attempts: h.attempts,
+    nextAttemptAt: h.nextAttemptAt
+  }
+  if (h.lastError !== undefined) entry.lastError = h.lastError
+  return entry
 }
 
 function queueKey (to: string, priority: Priority, id: string): string {

@@ -1,4 +1,4 @@
-import type { Op, Sub } from './db.js'
+import { type EncodedOp, encodeDel, encodePut, type Sub } from './db.js'
 import { fromLevel } from './errors.js'
 import type { SyncWriter } from './writer.js'
 
@@ -9,7 +9,7 @@ type Slot = { value: unknown } | null
  * this job) put or deleted. Values handed out are shared: treat them as immutable.
  */
 export class Txn {
-  readonly ops: Op[] = []
+  readonly ops: EncodedOp[] = []
   private readonly overlay = new Map<string, Slot>()
   private readonly commits: Array<() => void> = []
   /** Round-wide scratch space, shared by every job of the round (e.g. counter deltas for caps). */
@@ -55,14 +55,17 @@ export class Txn {
     return out
   }
 
+  /** Encoded at once: an unencodable value throws `InvalidRecordError` here, failing only its own job. */
   put<V> (sub: Sub<V>, key: string, value: V): void {
-    this.ops.push({ type: 'put', sublevel: sub, key, value })
-    this.overlay.set(sub.prefix + key, { value })
+    const op = encodePut(sub, key, value)
+    this.ops.push(op)
+    this.overlay.set(op.key, { value })
   }
 
   del (sub: Sub<any>, key: string): void {
-    this.ops.push({ type: 'del', sublevel: sub, key })
-    this.overlay.set(sub.prefix + key, null)
+    const op = encodeDel(sub, key)
+    this.ops.push(op)
+    this.overlay.set(op.key, null)
   }
 
   /** Run `fn` after the round's batch is durable (to update in-memory counters). */
@@ -76,9 +79,9 @@ export class Txn {
 
   /** Fold a child's writes into this txn (the child's job succeeded). */
   absorb (child: Txn): void {
-    this.ops.push(...child.ops)
+    for (const op of child.ops) this.ops.push(op)
     for (const [k, v] of child.overlay) this.overlay.set(k, v)
-    this.commits.push(...child.commits)
+    for (const fn of child.commits) this.commits.push(fn)
   }
 
   committed (): void {

@@ -10,7 +10,7 @@ import {
   DEFAULT_MAX_QUEUE_TOTAL,
   DEFAULT_SEQ_BLOCK
 } from './constants.js'
-import { type Db, jsonSub, openLevel } from './db.js'
+import { type Db, encodePut, jsonSub, openLevel, type Sub } from './db.js'
 import { InvalidRecordError, isLockedError, type OwnerInfo, StoreClosedError, StoreLockedError, toStoreError } from './errors.js'
 import { LevelInbox } from './inbox.js'
 import type { MeshStore, OpenStoreOptions, StoreStats } from './index.js'
@@ -22,6 +22,14 @@ import { LevelTaskStore } from './tasks.js'
 import { SyncWriter } from './writer.js'
 
 const log = logger('persona-mesh:store')
+
+/**
+ * Version of the on-disk layout, in `sys`. 2: envelopes inside their outbox/inbox records, no
+ * index keys for queued entries, one dedupe expiry key per message. A store without it (or with
+ * 1) is converted on open.
+ */
+const LAYOUT_KEY = 'layout'
+const LAYOUT = 2
 
 function positiveInt (value: number | undefined, fallback: number, what: string): number {
   const v = value ?? fallback
@@ -94,6 +102,7 @@ class LevelMeshStore implements MeshStore {
   readonly audit: LevelAuditLog
   readonly meta: LevelMetaStore
   private readonly writer: SyncWriter
+  private readonly sys: Sub<unknown>
   private readonly serials: Serial[]
   private closed = false
   private closing: Promise<void> | undefined
@@ -108,11 +117,12 @@ class LevelMeshStore implements MeshStore {
     const inboxSerial = new Serial(this.writer)
     const miscSerial = new Serial(this.writer)
     this.serials = [outboxSerial, inboxSerial, miscSerial]
+    this.sys = jsonSub(db, 'sys')
     this.outbox = new LevelOutbox({
       db,
       serial: outboxSerial,
       writer: this.writer,
-      sys: jsonSub(db, 'sys'),
+      sys: this.sys,
       guard,
       maxPerPeer: limits.maxPerPeer,
       maxTotal: limits.maxTotal,
@@ -126,6 +136,13 @@ class LevelMeshStore implements MeshStore {
   }
 
   async load (): Promise<void> {
+    // records written by an older version are converted once, before anything reads them
+    const layout = await this.sys.get(LAYOUT_KEY)
+    if (layout !== LAYOUT) {
+      await this.outbox.migrate()
+      await this.inbox.migrate()
+      await this.writer.write([encodePut(this.sys, LAYOUT_KEY, LAYOUT)])
+    }
     await this.outbox.load()
     await this.inbox.load()
   }
@@ -143,6 +160,7 @@ class LevelMeshStore implements MeshStore {
     this.closed = true
     await Promise.all(this.serials.map(async s => { await s.drain() }))
     await this.outbox.drain()
+    await this.audit.drain()
     await this.writer.drain()
     await removeOwner(this.path, this.owner).catch(err => { log.error('could not remove owner file %e', err) })
     await this.db.close()

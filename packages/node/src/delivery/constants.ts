@@ -1,5 +1,9 @@
 /** Envelopes in flight on one delivery stream before waiting for acks. */
-export const DELIVERY_WINDOW = 256
+export const DELIVERY_WINDOW = 512
+/** …and at most this many bytes of them. */
+export const DELIVERY_WINDOW_BYTES = 4 * 1024 * 1024
+/** A delivery stream with nothing in flight stays open this long for the next flush to reuse. */
+export const DELIVERY_LINK_IDLE_MS = 2_000
 /** Outbox entries read per round of a flush. */
 export const DELIVERY_PAGE = 1024
 /** First retry after a failed dial or a transient refusal; doubles up to the max. */

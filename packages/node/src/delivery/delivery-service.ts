@@ -1,32 +1,36 @@
+import { createPrivateKey, sign as cryptoSign, type KeyObject } from 'node:crypto'
+import type { Connection, Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { TypedEventEmitter } from 'main-event'
+import type { DeliverResult, JsonValue, MessageEnvelope, NackReason } from '@persona-mesh/protocol'
 import {
   createEnvelope,
-  decodeDeliverResult,
   DELIVER_PROTOCOL,
+  decodeDeliverResult,
   encodeDeliverResult,
   MAX_FRAME_SIZE,
   openEnvelope,
   sealEnvelope
 } from '@persona-mesh/protocol'
+import type { AcceptedItem, MeshStore, OutboxEntry } from '@persona-mesh/store'
+import { TypedEventEmitter } from 'main-event'
+import * as varint from 'uint8-varint'
 import { FrameChannel } from '../framing.js'
+import type { RateLimit } from '../policy/token-bucket.js'
 import { TokenBuckets } from '../policy/token-bucket.js'
 import {
   DEFAULT_DELIVERY_RATE,
+  DELIVERY_LINK_IDLE_MS,
   DELIVERY_PAGE,
   DELIVERY_STREAM_TIMEOUT_MS,
   DELIVERY_WINDOW,
+  DELIVERY_WINDOW_BYTES,
   MAX_DELIVER_STREAMS,
   RETRY_MAX_MS,
   RETRY_MIN_MS,
   SWEEP_INTERVAL_MS
 } from './constants.js'
 import type { DeliveryEvents, EnvelopeOptions, SendResult } from './index.js'
-import type { RateLimit } from '../policy/token-bucket.js'
-import type { Connection, Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/interface'
-import type { DeliverResult, JsonValue, MessageEnvelope, NackReason } from '@persona-mesh/protocol'
-import type { InboxEntry, MeshStore, OutboxEntry } from '@persona-mesh/store'
 
 const log = logger('persona-mesh:delivery')
 
@@ -63,18 +67,50 @@ interface Verified {
 type Checked = Verified | DeliverResult
 
 /** Most envelopes stored in one synced batch. */
-const MAX_ACCEPT_BATCH = 512
+const MAX_ACCEPT_BATCH = 128
+/** Most delivered entries settled in one write. */
+const SETTLE_CHUNK = 128
+/** Frames are written to the stream in chunks of about this much (one `send` each). */
+const WRITE_CHUNK_BYTES = 128 * 1024
+const RANK: Record<string, number> = { high: 0, normal: 1, low: 2 }
 
 interface PeerState {
   flushing: boolean
   again: boolean
   retryAt: number
   delay: number
+  /** A higher-priority entry was queued while flushing: read the queue from its start again. */
+  restart: boolean
+  /** Queue position (priority rank, id) of the last entry the running flush read. */
+  rank: number
+  lastId: string
+  /** The receiver asked us to slow down during this flush. */
+  paused: boolean
+  /** Acked, settlement not yet durable: still in the outbox, must not be sent again. */
+  settling: Set<string>
+  /** Wakes a flush waiting for answers (or for the window) when something was queued. */
+  wake?: () => void
 }
 
-interface InFlight {
-  entry: OutboxEntry
-  settled: boolean
+/**
+ * The sender's end of one delivery stream to a peer. It outlives a flush: the next flush within
+ * {@link DELIVERY_LINK_IDLE_MS} reuses it instead of negotiating a new stream.
+ */
+interface Link {
+  peer: string
+  channel: FrameChannel
+  /** Sent, not yet answered, in send order. */
+  inFlight: Map<string, OutboxEntry>
+  inFlightBytes: number
+  /** Frames sent since this was last flushed to the stream, and their size. */
+  pending: Uint8Array[]
+  pendingBytes: number
+  broken?: Error
+  /** When the receiver last answered (or the window was last empty). */
+  lastAnswer: number
+  idleTimer?: ReturnType<typeof setTimeout>
+  /** Wakes whoever waits for an answer. */
+  notify?: () => void
 }
 
 /**
@@ -93,17 +129,22 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   private started = false
   private stopController = new AbortController()
   private readonly inbound = new Set<FrameChannel>()
-  private readonly acked: Array<Pick<OutboxEntry, 'id' | 'to'>> = []
+  private readonly links = new Map<string, Link>()
+  private acked: Array<Pick<OutboxEntry, 'id' | 'to'>> = []
   private readonly self: string
   private readonly onIdentify = (evt: CustomEvent<{ peerId: PeerId, protocols: string[] }>): void => {
     if (evt.detail.protocols.includes(DELIVER_PROTOCOL)) this.kick(evt.detail.peerId.toString(), true)
   }
+
+  /** Signs envelopes: our key, imported once (see {@link cachedSigner}). */
+  private readonly signer: PrivateKey
 
   constructor (private readonly components: DeliveryComponents, private readonly init: DeliveryInit = {}) {
     super()
     this.buckets = new TokenBuckets(init.rateLimit ?? DEFAULT_DELIVERY_RATE)
     this.maxFrameSize = init.maxFrameSize ?? MAX_FRAME_SIZE
     this.self = components.libp2p.peerId.toString()
+    this.signer = cachedSigner(components.privateKey)
   }
 
   async start (): Promise<void> {
@@ -126,13 +167,15 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     clearInterval(this.sweepTimer)
     this.components.libp2p.removeEventListener('peer:identify', this.onIdentify)
     await this.components.libp2p.unhandle(DELIVER_PROTOCOL).catch(() => {})
+    for (const state of this.peers.values()) state.wake?.()
+    await Promise.all([...this.links.values()].map(async link => { await this.closeLink(link) }))
     await Promise.all([...this.inbound].map(async c => { await c.close() }))
     this.inbound.clear()
   }
 
   /** Seal an envelope for `to` (a PeerId), queue it durably, and start delivering it. */
   async send (to: string, body: JsonValue, options: EnvelopeOptions = {}): Promise<SendResult> {
-    const { store, privateKey } = this.components
+    const { store } = this.components
     const seq = await store.outbox.allocateSeq(1, options.signal !== undefined ? { signal: options.signal } : {})
     const envelope = createEnvelope({
       from: this.self,
@@ -147,7 +190,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       ...(options.trace !== undefined ? { trace: options.trace } : {}),
       ...(options.hop !== undefined ? { hop: options.hop } : {})
     })
-    const bytes = await sealEnvelope(envelope, privateKey, { maxSize: this.maxFrameSize })
+    const bytes = await sealEnvelope(envelope, this.signer, { maxSize: this.maxFrameSize })
     await store.outbox.add([{
       id: envelope.id,
       to,
@@ -162,13 +205,13 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       // a note to self: straight into our own inbox, same path as a delivery
       void this.deliverLocally(envelope, bytes)
     } else {
-      this.kick(to, false)
+      this.kick(to, false, { priority: envelope.priority, id: envelope.id })
     }
     return { id: envelope.id, to, status: 'queued' }
   }
 
-  /** Try delivering to `peer` now (connected, discovered, or just queued for). */
-  kick (peer: string, reset: boolean): void {
+  /** Try delivering to `peer` now (connected, discovered, or because `queued` was just queued for it). */
+  kick (peer: string, reset: boolean, queued?: Pick<OutboxEntry, 'priority' | 'id'>): void {
     if (!this.started || peer === this.self) return
     const state = this.state(peer)
     if (reset) {
@@ -177,6 +220,10 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     }
     if (state.flushing) {
       state.again = true
+      // the flush reads on from where it is in the queue; anything queued before that position
+      // (a higher priority, or an add that committed late) makes it read from the start again
+      if (queued === undefined || before(queued, state)) state.restart = true
+      state.wake?.()
       return
     }
     if (Date.now() < state.retryAt) return
@@ -187,7 +234,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   private state (peer: string): PeerState {
     let state = this.peers.get(peer)
     if (state === undefined) {
-      state = { flushing: false, again: false, retryAt: 0, delay: RETRY_MIN_MS }
+      state = { flushing: false, again: false, retryAt: 0, delay: RETRY_MIN_MS, restart: false, rank: 0, lastId: '', paused: false, settling: new Set() }
       this.peers.set(peer, state)
     }
     return state
@@ -202,7 +249,10 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   private async flush (peer: string, state: PeerState): Promise<void> {
     state.flushing = true
     state.again = false
+    state.paused = false
+    let link: Link | undefined
     try {
+      link = this.links.get(peer)
       const complete = await this.deliverAll(peer, state)
       if (complete) {
         state.delay = RETRY_MIN_MS
@@ -210,130 +260,222 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       }
     } catch (err) {
       this.backoff(state, (err as Error).message, peer)
+      link = this.links.get(peer)
+      if (link !== undefined) void this.closeLink(link)
     } finally {
       state.flushing = false
+      state.wake = undefined
+      link = this.links.get(peer)
+      if (link !== undefined && link.inFlight.size === 0) this.idleLink(link)
       if (state.again && this.started) this.kick(peer, false)
     }
   }
 
-  /** Stream everything queued for `peer`; `true` if the queue was drained without refusals. */
+  /**
+   * Stream everything queued for `peer` over one (reused) stream: read the queue in pages, each
+   * after the last entry sent, keep up to a window of frames unanswered, write frames in chunks.
+   * Acks settle in batches (one synced write per turn of the event loop). `true` if the queue was
+   * drained without refusals or entries held back for a later attempt.
+   */
   private async deliverAll (peer: string, state: PeerState): Promise<boolean> {
-    const { libp2p, store } = this.components
-    let stream: Stream | undefined
-    let channel: FrameChannel | undefined
-    const inFlight = new Map<string, InFlight>()
-    let windowOpen = Promise.withResolvers<void>()
-    let broken: Error | undefined
-    let paused = false
-    const settleOne = (id: string): void => {
-      const slot = inFlight.get(id)
-      if (slot === undefined || slot.settled) return
-      slot.settled = true
-      inFlight.delete(id)
-      windowOpen.resolve()
-    }
-    try {
-      for (;;) {
-        if (!this.started) return false
-        const now = Date.now()
-        const page = (await store.outbox.pending(peer, { limit: DELIVERY_PAGE })).filter(e => e.nextAttemptAt <= now && e.expiresAt >= now)
-        if (page.length === 0) return !paused
-        if (channel === undefined) {
-          stream = await libp2p.dialProtocol(peerIdFromString(peer), DELIVER_PROTOCOL, {
-            signal: AbortSignal.any([AbortSignal.timeout(10_000), this.stopController.signal])
-          })
-          channel = new FrameChannel(stream, {
-            maxFrameSize: this.maxFrameSize,
-            onFrame: (bytes) => {
-              let result: DeliverResult
-              try {
-                result = decodeDeliverResult(bytes)
-              } catch (err) {
-                broken = err as Error
-                windowOpen.resolve()
-                return
-              }
-              const id = result.id
-              if (id === null) {
-                broken = new Error(`receiver refused a frame: ${result.t === 'nack' ? result.reason : 'unknown'}`)
-                windowOpen.resolve()
-                return
-              }
-              const slot = inFlight.get(id)
-              if (slot === undefined) return
-              settleOne(id)
-              if (result.t === 'ack') {
-                void this.settle(slot.entry, { status: 'delivered' })
-              } else {
-                if (result.reason === 'expired') {
-                  void this.settle(slot.entry, { status: 'expired', reason: result.message ?? 'the receiver found it expired' })
-                } else if (PERMANENT.has(result.reason)) {
-                  void this.settle(slot.entry, { status: 'failed', reason: `${result.reason}${result.message !== undefined ? `: ${result.message}` : ''}` })
-                } else {
-                  // overloaded / timeout / internal_error: try it again later, back off the peer
-                  paused = true
-                  const attempts = slot.entry.attempts + 1
-                  void store.outbox.reschedule(slot.entry.id, {
-                    attempts,
-                    nextAttemptAt: Date.now() + Math.min(RETRY_MIN_MS * 2 ** Math.min(attempts, 6), RETRY_MAX_MS),
-                    lastError: `${result.reason}${result.message !== undefined ? `: ${result.message}` : ''}`
-                  }).catch(() => {})
-                }
-              }
-            },
-            onFramingError: (err) => { broken = err; windowOpen.resolve() },
-            onClose: (err) => {
-              broken ??= err ?? new Error('delivery stream closed')
-              windowOpen.resolve()
-            }
-          })
-        }
-        for (const entry of page) {
-          if (inFlight.has(entry.id)) continue
-          while (inFlight.size >= DELIVERY_WINDOW && broken === undefined) {
-            windowOpen = Promise.withResolvers<void>()
-            await this.waitOrTimeout(windowOpen.promise)
-          }
-          if (broken !== undefined) throw broken
-          if (paused) break
-          inFlight.set(entry.id, { entry, settled: false })
-          await channel.send(entry.bytes)
-        }
-        // wait for this page to be answered before reading the next (the store still lists unacked entries)
-        while (inFlight.size > 0 && broken === undefined) {
-          windowOpen = Promise.withResolvers<void>()
-          await this.waitOrTimeout(windowOpen.promise)
-        }
-        if (broken !== undefined) throw broken
-        if (paused) {
-          this.backoff(state, 'the receiver asked us to slow down', peer)
-          return false
-        }
+    const { store } = this.components
+    let after: OutboxEntry | undefined
+    let complete = true
+    let link: Link | undefined
+    for (;;) {
+      if (!this.started) return false
+      if (state.restart) {
+        state.restart = false
+        after = undefined
+        state.rank = 0
+        state.lastId = ''
       }
-    } finally {
-      if (channel !== undefined) await channel.close()
+      state.again = false
+      const page = await store.outbox.pending(peer, after === undefined ? { limit: DELIVERY_PAGE } : { limit: DELIVERY_PAGE, after })
+      if (page.length === 0) {
+        // everything queued is on its way: wait for the answers, or for something new to send
+        while (link !== undefined && link.inFlight.size > 0 && !state.again && !state.restart && !state.paused && link.broken === undefined) {
+          await this.waitLink(link, state)
+        }
+        if (link?.broken !== undefined) throw link.broken
+        if (state.paused && link !== undefined) return await this.pause(link, state, peer)
+        if (state.again || state.restart) continue
+        return complete
+      }
+      link ??= await this.openLink(peer)
+      const now = Date.now()
+      for (const entry of page) {
+        after = entry
+        state.rank = RANK[entry.priority] ?? 1
+        state.lastId = entry.id
+        // not due yet (the receiver refused it for now): a later flush takes it
+        if (entry.nextAttemptAt > now) {
+          complete = false
+          continue
+        }
+        // the expiry sweep settles it
+        if (entry.expiresAt < now) continue
+        if (link.inFlight.has(entry.id) || state.settling.has(entry.id)) continue
+        while ((link.inFlight.size >= DELIVERY_WINDOW || link.inFlightBytes >= DELIVERY_WINDOW_BYTES) && link.broken === undefined && !state.paused) {
+          await this.sendPending(link)
+          await this.waitLink(link, state)
+        }
+        if (link.broken !== undefined) throw link.broken
+        if (state.paused) break
+        if (link.inFlight.size === 0) link.lastAnswer = Date.now()
+        link.inFlight.set(entry.id, entry)
+        link.inFlightBytes += entry.bytes.byteLength
+        link.pending.push(entry.bytes)
+        link.pendingBytes += entry.bytes.byteLength
+        if (link.pendingBytes >= WRITE_CHUNK_BYTES) await this.sendPending(link)
+        if (state.restart) break
+      }
+      await this.sendPending(link)
+      if (link.broken !== undefined) throw link.broken
+      if (state.paused) return await this.pause(link, state, peer)
     }
   }
 
-  private async waitOrTimeout (promise: Promise<void>): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined
-    try {
-      await Promise.race([
-        promise,
-        new Promise<void>((_resolve, reject) => {
-          timer = setTimeout(() => { reject(new Error(`no answer within ${DELIVERY_STREAM_TIMEOUT_MS} ms`)) }, DELIVERY_STREAM_TIMEOUT_MS)
-        })
-      ])
-    } finally {
-      clearTimeout(timer)
+  /** The receiver asked us to slow down: let what is on its way be answered, then back off. */
+  private async pause (link: Link, state: PeerState, peer: string): Promise<false> {
+    while (link.inFlight.size > 0 && link.broken === undefined) await this.waitLink(link, state)
+    if (link.broken !== undefined) throw link.broken
+    this.backoff(state, 'the receiver asked us to slow down', peer)
+    return false
+  }
+
+  /** Wait for an answer on `link` (or for news from `kick`); throws if the receiver stays silent too long. */
+  private async waitLink (link: Link, state: PeerState): Promise<void> {
+    if (link.broken !== undefined) return
+    const silent = Date.now() - link.lastAnswer
+    if (link.inFlight.size > 0 && silent >= DELIVERY_STREAM_TIMEOUT_MS) {
+      link.broken = new Error(`no answer within ${DELIVERY_STREAM_TIMEOUT_MS} ms`)
+      return
     }
+    let timer: ReturnType<typeof setTimeout> | undefined
+    await new Promise<void>((resolve) => {
+      link.notify = resolve
+      state.wake = resolve
+      timer = setTimeout(resolve, Math.max(1, DELIVERY_STREAM_TIMEOUT_MS - silent))
+    })
+    clearTimeout(timer)
+    link.notify = undefined
+    state.wake = undefined
+  }
+
+  /** The peer's delivery stream: the idle one if there is one, else a new one. */
+  private async openLink (peer: string): Promise<Link> {
+    const existing = this.links.get(peer)
+    if (existing !== undefined) {
+      clearTimeout(existing.idleTimer)
+      existing.idleTimer = undefined
+      if (existing.broken === undefined && existing.channel.open) return existing
+      this.links.delete(peer)
+      void existing.channel.close()
+    }
+    const stream = await this.components.libp2p.dialProtocol(peerIdFromString(peer), DELIVER_PROTOCOL, {
+      signal: AbortSignal.any([AbortSignal.timeout(10_000), this.stopController.signal])
+    })
+    const link: Link = { peer, channel: undefined as unknown as FrameChannel, inFlight: new Map(), inFlightBytes: 0, pending: [], pendingBytes: 0, lastAnswer: Date.now() }
+    const fail = (err: Error): void => {
+      link.broken ??= err
+      if (this.links.get(peer) === link) this.links.delete(peer)
+      clearTimeout(link.idleTimer)
+      link.notify?.()
+    }
+    link.channel = new FrameChannel(stream, {
+      maxFrameSize: this.maxFrameSize,
+      onFrame: (bytes) => { this.onAnswer(link, bytes, fail) },
+      onFramingError: fail,
+      onClose: (err) => { fail(err ?? new Error('delivery stream closed')) }
+    })
+    this.links.set(peer, link)
+    return link
+  }
+
+  private onAnswer (link: Link, bytes: Uint8Array, fail: (err: Error) => void): void {
+    let result: DeliverResult
+    try {
+      result = decodeResult(bytes)
+    } catch (err) {
+      fail(err as Error)
+      return
+    }
+    const id = result.id
+    if (id === null) {
+      fail(new Error(`receiver refused a frame: ${result.t === 'nack' ? result.reason : 'unknown'}`))
+      return
+    }
+    const entry = link.inFlight.get(id)
+    if (entry === undefined) return
+    link.inFlight.delete(id)
+    link.inFlightBytes -= entry.bytes.byteLength
+    link.lastAnswer = Date.now()
+    link.notify?.()
+    const state = this.state(link.peer)
+    if (result.t === 'ack') {
+      state.settling.add(id)
+      this.settleDelivered(entry)
+    } else if (result.reason === 'expired') {
+      void this.settle(entry, { status: 'expired', reason: result.message ?? 'the receiver found it expired' })
+    } else if (PERMANENT.has(result.reason)) {
+      void this.settle(entry, { status: 'failed', reason: `${result.reason}${result.message !== undefined ? `: ${result.message}` : ''}` })
+    } else {
+      // overloaded / timeout / internal_error: try it again later, back off the peer
+      state.paused = true
+      const attempts = entry.attempts + 1
+      void this.components.store.outbox.reschedule(entry.id, {
+        attempts,
+        nextAttemptAt: Date.now() + Math.min(RETRY_MIN_MS * 2 ** Math.min(attempts, 6), RETRY_MAX_MS),
+        lastError: `${result.reason}${result.message !== undefined ? `: ${result.message}` : ''}`
+      }).catch(() => {})
+    }
+  }
+
+  /** Write the frames gathered on `link` as one chunk, honouring backpressure. */
+  private async sendPending (link: Link): Promise<void> {
+    if (link.pending.length === 0 || link.broken !== undefined) return
+    const frames = link.pending
+    link.pending = []
+    link.pendingBytes = 0
+    try {
+      const stream = link.channel.stream
+      if (!stream.send(frameAll(frames))) await stream.onDrain()
+    } catch (err) {
+      link.broken ??= err as Error
+    }
+  }
+
+  /** Keep an idle link open for a while, for the next flush. */
+  private idleLink (link: Link): void {
+    if (link.broken !== undefined || !this.started) {
+      void this.closeLink(link)
+      return
+    }
+    clearTimeout(link.idleTimer)
+    link.idleTimer = setTimeout(() => {
+      if (link.inFlight.size === 0 && !(this.peers.get(link.peer)?.flushing ?? false)) void this.closeLink(link)
+    }, DELIVERY_LINK_IDLE_MS)
+    link.idleTimer.unref?.()
+  }
+
+  private async closeLink (link: Link): Promise<void> {
+    clearTimeout(link.idleTimer)
+    if (this.links.get(link.peer) === link) this.links.delete(link.peer)
+    link.broken ??= new Error('delivery stream closed')
+    link.notify?.()
+    await link.channel.close()
+  }
+
+  /** Acks come in bursts: settle them in one synced write per turn of the event loop. */
+  private settleDelivered (entry: Pick<OutboxEntry, 'id' | 'to'>): void {
+    this.acked.push(entry)
+    if (this.acked.length === 1) setImmediate(() => { void this.settleAcked() })
   }
 
   private async settle (entry: Pick<OutboxEntry, 'id' | 'to'>, outcome: { status: 'delivered' } | { status: 'expired' | 'failed', reason: string }): Promise<void> {
     if (outcome.status === 'delivered') {
-      // acks come in bursts: settle them in one synced write per turn of the event loop
-      this.acked.push(entry)
-      if (this.acked.length === 1) setImmediate(() => { void this.settleAcked() })
+      this.settleDelivered(entry)
       return
     }
     try {
@@ -347,7 +489,11 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   }
 
   private async settleAcked (): Promise<void> {
-    const entries = this.acked.splice(0)
+    // bounded settlements: a big burst of acks becomes a few writes, and delivered events (and
+    // whatever their listeners send next) come in waves the receiver can work on meanwhile
+    const entries = this.acked.length <= SETTLE_CHUNK ? this.acked : this.acked.slice(0, SETTLE_CHUNK)
+    this.acked = this.acked.length <= SETTLE_CHUNK ? [] : this.acked.slice(SETTLE_CHUNK)
+    if (this.acked.length > 0) setImmediate(() => { void this.settleAcked() })
     try {
       const results = await this.components.store.outbox.settle(entries.map(e => e.id), { status: 'delivered' })
       results.forEach((result, i) => {
@@ -358,6 +504,9 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       })
     } catch (err) {
       log.error('could not settle %d delivered messages: %e', entries.length, err)
+    } finally {
+      // settled (or not: then the next flush sends them again, and the receiver acks a duplicate)
+      for (const entry of entries) this.peers.get(entry.to)?.settling.delete(entry.id)
     }
   }
 
@@ -426,7 +575,8 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
           const batch = await Promise.all(queue.splice(0, MAX_ACCEPT_BATCH))
           const results = await this.storeBatch(batch, remote)
           if (!channel.open) continue
-          for (const result of results) await channel.send(encodeDeliverResult(result))
+          // every answer of the batch in one write
+          if (!stream.send(frameAll(results.map(encodeResult)))) await stream.onDrain()
         }
       } catch (err) {
         log('delivery stream from %s failed: %s', remote, (err as Error).message)
@@ -488,40 +638,40 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   /** Store the verified envelopes of a batch in one synced write; answer every frame of it, in order. */
   private async storeBatch (batch: Checked[], remote: string): Promise<DeliverResult[]> {
     const accepted = batch.filter((c): c is Verified => !('t' in c))
-    let statuses: Array<'stored' | 'duplicate'> = []
+    let outcomes: AcceptedItem[] = []
     let failure: Error | undefined
     if (accepted.length > 0) {
       try {
         const now = Date.now()
-        statuses = await this.components.store.inbox.accept(accepted.map(c => ({ envelope: c.envelope, bytes: c.bytes, receivedAt: now, quarantined: c.decision === 'quarantine' })))
+        // synced before it resolves: only then do we ack
+        outcomes = await this.components.store.inbox.acceptEntries(accepted.map(c => ({ envelope: c.envelope, bytes: c.bytes, receivedAt: now, quarantined: c.decision === 'quarantine' })))
       } catch (err) {
         failure = err as Error
         log.error('could not store a batch from %s: %e', remote, err)
       }
     }
     let i = 0
-    return batch.map((checked) => {
+    const results = batch.map((checked): DeliverResult => {
       if ('t' in checked) return checked
-      const status = statuses[i++]
+      const outcome = outcomes[i++]
       const { envelope, decision } = checked
-      if (failure !== undefined || status === undefined) {
+      if (failure !== undefined || outcome === undefined) {
         return { v: 1, t: 'nack', id: envelope.id, reason: 'internal_error', message: 'the receiver could not store it; retry later' }
       }
-      if (status === 'stored') {
-        this.audit('receive', remote, envelope, decision === 'quarantine' ? 'quarantined' : 'stored')
-        void this.announce(envelope.id)
-      }
-      return { v: 1, t: 'ack', id: envelope.id, status }
+      if (outcome.status === 'stored') this.audit('receive', remote, envelope, decision === 'quarantine' ? 'quarantined' : 'stored')
+      return { v: 1, t: 'ack', id: envelope.id, status: outcome.status }
     })
-  }
-
-  private async announce (id: string): Promise<void> {
-    const entry: InboxEntry | undefined = await this.components.store.inbox.get(id).catch(() => undefined)
-    if (entry !== undefined) this.emit('message:received', entry)
+    // announced after the acks are on their way
+    if (failure === undefined && outcomes.length > 0) {
+      setImmediate(() => {
+        for (const outcome of outcomes) if (outcome.entry !== undefined) this.emit('message:received', outcome.entry)
+      })
+    }
+    return results
   }
 
   private async deliverLocally (envelope: MessageEnvelope, bytes: Uint8Array): Promise<void> {
-    const [result] = await this.storeBatch([{ envelope, bytes, decision: 'inbox' }], this.self)
+    const [result] = await this.storeBatch([{ envelope, bytes, decision: 'inbox' }], this.self).catch(() => [])
     if (result === undefined) return
     const entry = { id: envelope.id, to: envelope.to, priority: envelope.priority }
     if (result.t === 'ack') {
@@ -530,6 +680,93 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       await this.settle(entry, { status: 'failed', reason: result.message ?? result.reason })
     }
   }
+}
+
+/**
+ * `privateKey`, but an Ed25519 key signs with a `KeyObject` imported once: libp2p's key imports
+ * the raw key (JWK → KeyObject) on every signature, which cost about as much as signing. Ed25519
+ * signatures are deterministic, so the bytes are the same. Other key types are used as they are.
+ */
+export function cachedSigner (privateKey: PrivateKey): PrivateKey {
+  if (privateKey.type !== 'Ed25519' || privateKey.raw.byteLength !== 64) return privateKey
+  let keyObject: KeyObject
+  try {
+    keyObject = createPrivateKey({
+      format: 'jwk',
+      key: {
+        kty: 'OKP',
+        crv: 'Ed25519',
+        d: Buffer.from(privateKey.raw.subarray(0, 32)).toString('base64url'),
+        x: Buffer.from(privateKey.publicKey.raw).toString('base64url')
+      }
+    })
+  } catch {
+    return privateKey
+  }
+  const signer: PrivateKey = {
+    type: privateKey.type,
+    raw: privateKey.raw,
+    publicKey: privateKey.publicKey,
+    equals: (key) => privateKey.equals(key),
+    sign: (message, options) => {
+      options?.signal?.throwIfAborted()
+      const sig = cryptoSign(null, message instanceof Uint8Array ? message : message.subarray(), keyObject)
+      return new Uint8Array(sig.buffer, sig.byteOffset, sig.byteLength)
+    }
+  }
+  return signer
+}
+
+/** Does `entry` sort before the position a flush has read up to? */
+function before (entry: Pick<OutboxEntry, 'priority' | 'id'>, position: { rank: number, lastId: string }): boolean {
+  const rank = RANK[entry.priority] ?? 1
+  return rank < position.rank || (rank === position.rank && entry.id < position.lastId)
+}
+
+/** Frames, each behind its unsigned-varint length, in one buffer (one `stream.send`). */
+function frameAll (payloads: Uint8Array[]): Uint8Array {
+  let total = 0
+  for (const p of payloads) total += varint.encodingLength(p.byteLength) + p.byteLength
+  const out = new Uint8Array(total)
+  let at = 0
+  for (const p of payloads) {
+    varint.encodeUint8Array(p.byteLength, out, at)
+    at += varint.encodingLength(p.byteLength)
+    out.set(p, at)
+    at += p.byteLength
+  }
+  return out
+}
+
+const utf8 = new TextEncoder()
+
+/** `encodeDeliverResult`, without a generic JSON encoding for the common case (an ack of a ULID). */
+function encodeResult (result: DeliverResult): Uint8Array {
+  if (result.t === 'ack') return utf8.encode(`{"v":1,"t":"ack","id":"${result.id}","status":"${result.status}"}`)
+  return encodeDeliverResult(result)
+}
+
+const ACK_PREFIX = '{"v":1,"t":"ack","id":"'
+const ULID = /^[0-9A-HJKMNP-TV-Z]{26}$/
+const utf8Decoder = new TextDecoder()
+
+/**
+ * `decodeDeliverResult`, with a fast path for the answer that comes back for nearly every frame:
+ * exactly the ack our receivers write. Anything else goes through the full schema check.
+ */
+function decodeResult (bytes: Uint8Array): DeliverResult {
+  // {"v":1,"t":"ack","id":"<26>","status":"stored"|"duplicate"}
+  if (bytes.byteLength === 69 || bytes.byteLength === 72) {
+    const text = utf8Decoder.decode(bytes)
+    if (text.startsWith(ACK_PREFIX)) {
+      const id = text.slice(23, 49)
+      const rest = text.slice(49)
+      if (ULID.test(id) && (rest === '","status":"stored"}' || rest === '","status":"duplicate"}')) {
+        return { v: 1, t: 'ack', id, status: rest.length === 20 ? 'stored' : 'duplicate' }
+      }
+    }
+  }
+  return decodeDeliverResult(bytes)
 }
 
 function nackReasonFor (err: Error): NackReason {
