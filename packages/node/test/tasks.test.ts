@@ -6,6 +6,8 @@
  * audit. Every wait is on a condition with a timeout; nothing asserts on time.
  */
 
+import { join } from 'node:path'
+import { loadOrCreateIdentity } from '@persona-mesh/node'
 import type { MeshNode, TaskContext, TaskInfo } from '@persona-mesh/node'
 import type { JsonValue, TaskState, TaskTree } from '@persona-mesh/protocol'
 import { newId, newTrace, TERMINAL_TASK_STATES, traceId } from '@persona-mesh/protocol'
@@ -241,7 +243,9 @@ describe('tasks: delegation between live nodes', () => {
     await w1.stop()
     await w2.stop()
     await waitFor(async () => (await d.peers({ onlineOnly: true })).length === 0, 'both workers offline to the delegator')
-    const w1again = await mesh.node({ name: 'w1', home: w1Home, card: { capabilities: ['translate'] } })
+    // same key, fresh data dir: w1 restarts without the cached cards it would redial the delegator from
+    const { privateKey } = await loadOrCreateIdentity(join(w1Home, 'w1'))
+    const w1again = await mesh.node({ name: 'w1', privateKey, card: { capabilities: ['translate'] } })
     expect(w1again.peerId).toBe(w1.peerId)
 
     await offering(d, 'summarize', [w1, w2])
