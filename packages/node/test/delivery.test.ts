@@ -257,7 +257,7 @@ describe('durable delivery between two live nodes', () => {
   })
 
   /**
-   * BUG (delivery-service.ts `deliverAll`): a flush to a peer with no connection and no known
+   * Regression (fixed) (delivery-service.ts `deliverAll`): a flush to a peer with no connection and no known
    * address calls `libp2p.dialProtocol(peerId)`; on a node whose DHT routing table is empty the
    * peer lookup inside that dial hangs until the 10 s dial timeout. libp2p's dial queue joins any
    * dial to the same peer onto that pending job, so `mesh.dial('<addr>/p2p/<that peer>')` (what
@@ -268,7 +268,7 @@ describe('durable delivery between two live nodes', () => {
    * `libp2p.peerRouting.findPeer(id, { signal })` outside the dial queue, and if that finds no
    * address back off without dialling (the connect/identify/card kicks retry once it is known).
    */
-  it.fails('a message queued for a peer whose address is not known yet does not block dialling that peer', async () => {
+  it('a message queued for a peer whose address is not known yet does not block dialling that peer', async () => {
     const kira = await mesh.node({ name: 'kira' })
     const aria = await mesh.node({ name: 'aria' })
     const delivered = record(aria, 'message:delivered')
@@ -281,7 +281,7 @@ describe('durable delivery between two live nodes', () => {
   })
 
   /**
-   * BUG (delivery-service.ts `deliverAll` + `check`): FIFO per recipient (DESIGN §7) breaks when
+   * Regression (fixed) (delivery-service.ts `deliverAll` + `check`): FIFO per recipient (DESIGN §7) breaks when
    * the receiver answers `overloaded`. The refused entries are rescheduled one by one
    * (`nextAttemptAt` +2 s) while the next flush (+1 s) sends whatever is due, so a later message
    * overtakes them; and on the receiver the token is taken after the parallel signature check,
@@ -291,7 +291,7 @@ describe('durable delivery between two live nodes', () => {
    * (in `onFrame`, before verifying) and once a stream has refused a frame as `overloaded`, refuse
    * every later frame on that stream as `overloaded` too.
    */
-  it.fails('FIFO per recipient holds when the receiver answers overloaded', async () => {
+  it('FIFO per recipient holds when the receiver answers overloaded', async () => {
     const kira = await mesh.node({ name: 'kira', start: false, deliveryRateLimit: { rate: 5, burst: 5 } })
     const aria = await mesh.node({ name: 'aria' })
     const delivered = record(aria, 'message:delivered')

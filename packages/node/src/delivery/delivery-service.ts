@@ -66,6 +66,9 @@ interface Verified {
 /** A frame after verification: ready to store, or already answered with a refusal. */
 type Checked = Verified | DeliverResult
 
+/** After a rate refusal, how long later frames on the same stream are refused too. */
+const OVERLOAD_HOLD_MS = 1000
+
 /** Most envelopes stored in one synced batch. */
 const MAX_ACCEPT_BATCH = 128
 /** Most delivered entries settled in one write. */
@@ -308,10 +311,14 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
         after = entry
         state.rank = RANK[entry.priority] ?? 1
         state.lastId = entry.id
-        // not due yet (the receiver refused it for now): a later flush takes it
+        // not due yet (the receiver refused it for now): nothing queued behind it goes first (FIFO);
+        // let what is on its way be answered and come back when it is due
         if (entry.nextAttemptAt > now) {
-          complete = false
-          continue
+          await this.sendPending(link)
+          while (link.inFlight.size > 0 && link.broken === undefined) await this.waitLink(link, state)
+          if (link.broken !== undefined) throw link.broken
+          state.retryAt = Math.max(state.retryAt, entry.nextAttemptAt)
+          return false
         }
         // the expiry sweep settles it
         if (entry.expiresAt < now) continue
@@ -373,7 +380,15 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       this.links.delete(peer)
       void existing.channel.close()
     }
-    const stream = await this.components.libp2p.dialProtocol(peerIdFromString(peer), DELIVER_PROTOCOL, {
+    const { libp2p } = this.components
+    const target = peerIdFromString(peer)
+    if (libp2p.getConnections(target).length === 0 && libp2p.getConnections().length === 0) {
+      // nobody to ask and no address to try: a dial would only wait out its timeout, and a dial the
+      // user makes meanwhile would queue behind it. Connect/discovery/card events retry.
+      const known = await libp2p.peerStore.get(target).then(p => p.addresses.length, () => 0)
+      if (known === 0) throw new Error('no known address and no peers to ask for one')
+    }
+    const stream = await libp2p.dialProtocol(target, DELIVER_PROTOCOL, {
       signal: AbortSignal.any([AbortSignal.timeout(10_000), this.stopController.signal])
     })
     const link: Link = { peer, channel: undefined as unknown as FrameChannel, inFlight: new Map(), inFlightBytes: 0, pending: [], pendingBytes: 0, lastAnswer: Date.now() }
@@ -389,6 +404,8 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       onFramingError: fail,
       onClose: (err) => { fail(err ?? new Error('delivery stream closed')) }
     })
+    // the receiver closes after refusing a frame it could not read: stop waiting on this stream
+    stream.addEventListener('remoteCloseWrite', () => { fail(new Error('the receiver closed the delivery stream')) })
     this.links.set(peer, link)
     return link
   }
@@ -401,11 +418,20 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       fail(err as Error)
       return
     }
-    const id = result.id
-    if (id === null) {
-      fail(new Error(`receiver refused a frame: ${result.t === 'nack' ? result.reason : 'unknown'}`))
+    // answers come in frame order, so a refusal the receiver could not tie to an id is for the
+    // oldest unanswered frame (e.g. one larger than the receiver's limit)
+    const id = result.id ?? link.inFlight.keys().next().value
+    if (result.id === null) {
+      if (result.t === 'nack' && result.reason === 'too_large' && id !== undefined) {
+        const entry = link.inFlight.get(id)!
+        link.inFlight.delete(id)
+        link.inFlightBytes -= entry.bytes.byteLength
+        void this.settle(entry, { status: 'failed', reason: `too_large: ${result.message ?? 'larger than the receiver accepts'}` })
+      }
+      fail(new Error(`the receiver refused a frame: ${result.t === 'nack' ? result.reason : 'unknown'}`))
       return
     }
+    if (id === undefined) return
     const entry = link.inFlight.get(id)
     if (entry === undefined) return
     link.inFlight.delete(id)
@@ -564,8 +590,12 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     // a sender that finished writing gets the stream closed once every frame is answered, so
     // half-open streams do not pile up against the per-connection stream limit
     let senderDone = false
+    let framingBroken = false
+    // once one frame is refused for rate, later ones on this stream are too for a while, so an
+    // earlier message never loses its place to a later one (FIFO per sender)
+    let overloadedUntil = 0
     const closeIfDone = (): void => {
-      if (senderDone && !draining && queue.length === 0) void channel.close()
+      if ((senderDone || framingBroken) && !draining && queue.length === 0) void channel.close()
     }
     stream.addEventListener('remoteCloseWrite', () => { senderDone = true; closeIfDone() })
     const drain = async (): Promise<void> => {
@@ -588,15 +618,18 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     const channel: FrameChannel = new FrameChannel(stream, {
       maxFrameSize: this.maxFrameSize,
       onFrame: (bytes) => {
-        queue.push(this.check(bytes, remote))
+        const now = Date.now()
+        const admitted = now >= overloadedUntil && this.buckets.take(remote)
+        if (!admitted) overloadedUntil = now + OVERLOAD_HOLD_MS
+        queue.push(this.check(bytes, remote, admitted))
         if (!draining) void drain()
       },
       onFramingError: (err) => {
         log('peer %s broke delivery framing: %s', remote, err.message)
-        if (channel.open) {
-          void channel.send(encodeDeliverResult({ v: 1, t: 'nack', id: null, reason: 'too_large', message: `frame larger than ${this.maxFrameSize} bytes or badly framed` }))
-            .finally(() => { void channel.close() })
-        }
+        // answered after every frame before it (the sender maps it to its oldest unanswered one), then closed
+        framingBroken = true
+        queue.push(Promise.resolve({ v: 1, t: 'nack', id: null, reason: 'too_large', message: `frame larger than ${this.maxFrameSize} bytes or badly framed` }))
+        if (!draining) void drain()
       },
       onClose: () => { this.inbound.delete(channel) }
     })
@@ -604,7 +637,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   }
 
   /** Verify one frame: signature, signer == from, version, schema, addressed to us, not expired, within rate. */
-  private async check (bytes: Uint8Array, remote: string): Promise<Checked> {
+  private async check (bytes: Uint8Array, remote: string, admitted: boolean): Promise<Checked> {
     let envelope: MessageEnvelope
     try {
       envelope = (await openEnvelope(bytes, { maxSize: this.maxFrameSize, allowExpired: true })).envelope
@@ -618,10 +651,12 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       this.audit('receive', remote, envelope, `refused: ${reason}`, message)
       return { v: 1, t: 'nack', id: envelope.id, reason, message }
     }
+    // no relaying in this version: a peer delivers only what it signed itself
+    if (envelope.from !== remote) return refuse('unauthorized', 'the envelope was not signed by the peer delivering it')
     if (envelope.expiresAt < Date.now()) return refuse('expired', `expired at ${new Date(envelope.expiresAt).toISOString()}`)
     if (envelope.to !== this.self) return refuse('invalid_request', 'not addressed to this peer')
     if (envelope.kind === 'broadcast') return refuse('invalid_request', 'broadcasts travel by gossip, not delivery')
-    if (!this.buckets.take(remote)) return refuse('overloaded', 'delivery rate limit: slow down')
+    if (!admitted) return refuse('overloaded', 'delivery rate limit: slow down')
     let decision: AcceptDecision = 'inbox'
     if (this.init.decide !== undefined) {
       try {
