@@ -283,7 +283,6 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   private async deliverAll (peer: string, state: PeerState): Promise<boolean> {
     const { store } = this.components
     let after: OutboxEntry | undefined
-    let complete = true
     let link: Link | undefined
     for (;;) {
       if (!this.started) return false
@@ -303,7 +302,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
         if (link?.broken !== undefined) throw link.broken
         if (state.paused && link !== undefined) return await this.pause(link, state, peer)
         if (state.again || state.restart) continue
-        return complete
+        return true
       }
       link ??= await this.openLink(peer)
       const now = Date.now()
