@@ -732,6 +732,9 @@ export async function createMeshNode (options: MeshNodeInit = {}): Promise<MeshN
         allowPublishToZeroTopicPeers: true,
         emitSelf: false,
         scoreParams: {
+          // many personas on one host (one IP) is normal here; the default colocation penalty
+          // graylists all of them once a dozen share an address
+          IPColocationFactorWeight: 0,
           // quiet topics: only invalid messages count, so honest but silent peers keep a neutral score
           topics: { [CARDS_TOPIC]: CARD_TOPIC_SCORE }
         }
