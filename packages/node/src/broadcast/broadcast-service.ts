@@ -15,6 +15,8 @@ const SUBSCRIPTIONS_KEY = 'broadcast/subscriptions'
 /** Broadcasts are short-lived: a day unless said otherwise. */
 export const DEFAULT_BROADCAST_TTL_MS = 24 * 60 * 60 * 1000
 export const MAX_SUBSCRIPTIONS = 64
+/** Broadcast ids remembered in memory to Ignore duplicates without touching the disk. */
+const SEEN_LIMIT = 10_000
 
 export const TopicNameSchema = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/i, 'topic names are 1-64 letters, digits, ".", "_" or "-"')
 
@@ -49,6 +51,7 @@ export interface BroadcastInit {
  */
 export class BroadcastService {
   private readonly subscribed = new Set<string>()
+  private readonly seen = new Set<string>()
   private readonly maxFrameSize: number
   private started = false
 
@@ -143,21 +146,27 @@ export class BroadcastService {
   }
 
   private async validate (topic: string, data: Uint8Array): Promise<TopicValidatorResult> {
+    let opened: Awaited<ReturnType<typeof openEnvelope>>
     try {
-      const { envelope, bytes } = await openEnvelope(data, { maxSize: this.maxFrameSize })
-      if (envelope.kind !== 'broadcast' || envelope.to !== `topic:${topic}`) {
-        log('rejecting a broadcast addressed to %s on topic %s', envelope.to, topic)
-        return TopicValidatorResult.Reject
-      }
-      const [status] = await this.components.store.inbox.accept([{ envelope, bytes, receivedAt: Date.now(), topic }])
-      if (status !== 'stored') return TopicValidatorResult.Ignore
-      const entry = await this.components.store.inbox.get(envelope.id)
-      if (entry !== undefined) this.init.onReceived(entry)
-      return TopicValidatorResult.Accept
+      opened = await openEnvelope(data, { maxSize: this.maxFrameSize })
     } catch (err) {
       log('rejecting a broadcast on %s: %s', topic, (err as Error).message)
       return TopicValidatorResult.Reject
     }
+    const { envelope, bytes } = opened
+    if (envelope.kind !== 'broadcast' || envelope.to !== `topic:${topic}`) {
+      log('rejecting a broadcast addressed to %s on topic %s', envelope.to, topic)
+      return TopicValidatorResult.Reject
+    }
+    if (this.seen.has(envelope.id)) return TopicValidatorResult.Ignore
+    this.seen.add(envelope.id)
+    if (this.seen.size > SEEN_LIMIT) this.seen.delete(this.seen.values().next().value!)
+    // forward at once; the inbox write (which dedupes for good, across restarts) follows. A
+    // broadcast is best-effort: a crash in between loses it for this node only.
+    this.components.store.inbox.acceptEntries([{ envelope, bytes, receivedAt: Date.now(), topic }]).then(([outcome]) => {
+      if (outcome?.entry !== undefined) this.init.onReceived(outcome.entry)
+    }, (err: Error) => { log.error('could not store a broadcast: %e', err) })
+    return TopicValidatorResult.Accept
   }
 }
 
