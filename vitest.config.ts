@@ -9,7 +9,8 @@ export default defineConfig({
     pool: 'forks',
     // 2 cores: two files at a time keeps real-network tests from starving each other
     maxWorkers: 2,
-    reporters: ['default'],
+    // CI asks for a machine-readable report too (PMESH_TEST_REPORT=<file>) to print the totals line
+    reporters: process.env.PMESH_TEST_REPORT !== undefined ? ['default', ['json', { outputFile: process.env.PMESH_TEST_REPORT }]] : ['default'],
     dangerouslyIgnoreUnhandledErrors: false
   }
 })
