@@ -8,6 +8,7 @@ import { execFileSync, spawn } from 'node:child_process'
 import { closeSync, openSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
+import { waitFor } from '../support/wait-for.js'
 import { afterEach, describe, expect, it } from 'vitest'
 // the SDK is a dependency of @persona-mesh/mcp, not of the workspace root
 import { Client } from '../../packages/mcp/node_modules/@modelcontextprotocol/sdk/dist/esm/client/index.js'
@@ -15,6 +16,8 @@ import { StdioClientTransport } from '../../packages/mcp/node_modules/@modelcont
 import { PMESH, Processes } from './processes.js'
 import type { CallToolResult } from '../../packages/mcp/node_modules/@modelcontextprotocol/sdk/dist/esm/types.js'
 import type { ChildProcess } from 'node:child_process'
+
+const until = async <T>(condition: () => T | Promise<T>, what: string, timeout = 30_000): Promise<NonNullable<T>> => waitFor(condition, what, timeout, 100)
 
 const LOOPBACK = ['--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0']
 
@@ -37,20 +40,6 @@ function alive (pid: number): boolean {
   }
 }
 
-async function until<T> (condition: () => T | Promise<T>, what: string, timeout = 30_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeout
-  let last: unknown
-  while (Date.now() < deadline) {
-    try {
-      const value = await condition()
-      if (value !== undefined && value !== null && value !== false) return value as NonNullable<T>
-    } catch (err) {
-      last = err
-    }
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  throw new Error(`timed out waiting for ${what}${last !== undefined ? ` (last error: ${(last as Error).message})` : ''}`)
-}
 
 /** Resolves when the server process has gone (its stdio closed). */
 function onClose (transport: StdioClientTransport): Promise<void> {

@@ -10,21 +10,10 @@ import type { McpServerInit } from '../src/index.js'
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js'
 import type { Mesh, MeshNode, MeshNodeInit } from '@persona-mesh/node'
 
-/** Wait until `condition` returns truthy; throws after `timeout` ms with `what` in the message. */
-export async function waitFor<T> (condition: () => T | Promise<T>, what: string, timeout = 20_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeout
-  let last: unknown
-  while (Date.now() < deadline) {
-    try {
-      const value = await condition()
-      if (value !== undefined && value !== null && value !== false) return value as NonNullable<T>
-    } catch (err) {
-      last = err
-    }
-    await new Promise(resolve => setTimeout(resolve, 25))
-  }
-  throw new Error(`timed out waiting for ${what}${last !== undefined ? ` (last error: ${(last as Error).message})` : ''}`)
-}
+import { waitFor } from '../../../test/support/wait-for.js'
+
+export { waitFor }
+
 
 export interface Session {
   client: Client

@@ -4,21 +4,9 @@ import { join } from 'node:path'
 import { createMeshNode } from '@persona-mesh/node'
 import type { MeshNode, MeshNodeInit } from '@persona-mesh/node'
 
-/** Wait until `condition` returns truthy; throws after `timeout` ms with `what` in the message. */
-export async function waitFor<T> (condition: () => T | Promise<T>, what: string, timeout = 20_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeout
-  let last: unknown
-  while (Date.now() < deadline) {
-    try {
-      const value = await condition()
-      if (value !== undefined && value !== null && value !== false) return value as NonNullable<T>
-    } catch (err) {
-      last = err
-    }
-    await new Promise(resolve => setTimeout(resolve, 25))
-  }
-  throw new Error(`timed out waiting for ${what}${last !== undefined ? ` (last error: ${(last as Error).message})` : ''}`)
-}
+import { waitFor } from '../../../test/support/wait-for.js'
+
+export { waitFor }
 
 /** Nodes on 127.0.0.1 with mDNS off, each persona in a fresh temp home; `teardown()` stops them and removes the dirs. */
 export class TestMesh {
