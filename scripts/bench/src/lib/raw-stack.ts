@@ -43,6 +43,7 @@ export interface RawStackInit {
 export async function createRawStackNode (init: RawStackInit = {}): Promise<RawStackNode> {
   const peerDiscovery: Array<(components: any) => PeerDiscovery> = []
   if (init.bootstrap !== undefined && init.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: init.bootstrap, timeout: 0 }))
+  // only ever true in workers spawned inside a network namespace (discovery bench, root only)
   if (init.mdns === true) peerDiscovery.push(mdns())
   const node = await createLibp2p({
     start: false,
