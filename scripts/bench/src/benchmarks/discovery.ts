@@ -32,6 +32,7 @@ import type { BenchContext, Benchmark, BenchResult, RoleFactory } from '../lib/r
 import type { LatencySummary } from '../lib/stats.js'
 import { round, summarize } from '../lib/stats.js'
 import type { Worker } from '../lib/workers.js'
+import { mdnsInNetns } from '../lib/workers.js'
 
 type Kind = 'mesh' | 'raw'
 type Criterion = 'cards' | 'known' | 'identified'
@@ -438,7 +439,7 @@ export const roles: Record<string, RoleFactory> = {
           name,
           home,
           listen,
-          mdns: args.mdns === true,
+          mdns: mdnsInNetns(args.mdns),
           ...(bootstrap !== undefined ? { bootstrap } : {}),
           card: { description: `bench node ${name}`, capabilities: capability !== undefined ? [{ name: capability }] : [] }
         })

@@ -25,6 +25,7 @@ import { createLibp2p } from 'libp2p'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
+import { mdnsInNetns } from './workers.js'
 
 export const RAW_KAD_PROTOCOL = '/persona-mesh-bench/kad/1.0.0'
 /** DHT record namespace of the baseline: keys `/bench/<anything>`. */
@@ -43,8 +44,7 @@ export interface RawStackInit {
 export async function createRawStackNode (init: RawStackInit = {}): Promise<RawStackNode> {
   const peerDiscovery: Array<(components: any) => PeerDiscovery> = []
   if (init.bootstrap !== undefined && init.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: init.bootstrap, timeout: 0 }))
-  // only ever true in workers spawned inside a network namespace (discovery bench, root only)
-  if (init.mdns === true) peerDiscovery.push(mdns())
+  if (mdnsInNetns(init.mdns)) peerDiscovery.push(mdns())
   const node = await createLibp2p({
     start: false,
     addresses: { listen: init.listen ?? ['/ip4/127.0.0.1/tcp/0'] },

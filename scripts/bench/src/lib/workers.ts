@@ -5,6 +5,16 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import type { ProcessUsage } from './registry.js'
 
+/** Set in workers started inside a network namespace: the only place a bench node may run mDNS. */
+export const NETNS_ENV = 'PMESH_BENCH_NETNS'
+
+/** `true` when mDNS is wanted; throws when it is wanted outside a network namespace (multicast must never leave the machine). */
+export function mdnsInNetns (wanted: boolean | undefined): boolean {
+  if (wanted !== true) return false
+  if (process.env[NETNS_ENV] === undefined) throw new Error('mDNS is only allowed inside a network namespace (start the worker with netns)')
+  return true
+}
+
 /** dist/worker.js, next to this module's parent directory. */
 const WORKER_SCRIPT = join(dirname(dirname(fileURLToPath(import.meta.url))), 'worker.js')
 
@@ -51,7 +61,8 @@ export class Worker {
     const [file, spawnArgs]: [string, string[]] = options.netns === undefined ? [process.execPath, argv] : ['ip', ['netns', 'exec', options.netns, process.execPath, ...argv]]
     this.child = spawn(file, spawnArgs, {
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, NODE_OPTIONS: '' }
+      // NETNS_ENV tells the worker it runs inside a network namespace (where mDNS may run)
+      env: { ...process.env, NODE_OPTIONS: '', ...(options.netns !== undefined ? { [NETNS_ENV]: options.netns } : {}) }
     })
     live.add(this)
     this.exitPromise = new Promise<void>((resolve) => {
