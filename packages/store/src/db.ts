@@ -24,6 +24,8 @@ export interface Iter<T> extends AsyncIterableIterator<T> {
 export interface Sub<V> {
   readonly prefix: string
   get (key: string): Promise<V | undefined>
+  /** Blocks the event loop for the lookup: only for point reads on a hot path (mostly cache hits). */
+  getSync (key: string): V | undefined
   getMany (keys: string[]): Promise<Array<V | undefined>>
   iterator (range?: Range): Iter<[string, V]>
   keys (range?: Range): Iter<string>

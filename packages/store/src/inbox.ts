@@ -1,6 +1,6 @@
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from './constants.js'
 import { bytesSub, clampLimit, type Db, decodeHeader, decodeRecord, encodeCursor, encodeRecord, indexSub, jsonSub, keyPart, pad, plainBytes, SEP, type Sub, timestamp, under } from './db.js'
-import { InvalidRecordError } from './errors.js'
+import { fromLevel, InvalidRecordError } from './errors.js'
 import type {
   AbortOptions,
   AcceptedItem,
@@ -11,6 +11,7 @@ import type {
   InboxItem,
   InboxQuery,
   Page,
+  ReceivedItem,
   ReleaseResult
 } from './index.js'
 import { readPage } from './page.js'
@@ -66,6 +67,10 @@ export class LevelInbox implements Inbox {
   private unreadCount = 0
   private quarantineCount = 0
   private readonly accepts: Coalescer<InboxItem[], AcceptedItem[]>
+  /** Receipts taken by `receive` and not yet written: their dedupe keys, and their writes. */
+  private readonly pendingIds = new Set<string>()
+  private readonly pendingSeqs = new Set<string>()
+  private readonly receiving = new Set<Promise<void>>()
 
   constructor (private readonly init: InboxInit) {
     const { db } = init
@@ -104,6 +109,47 @@ export class LevelInbox implements Inbox {
       return []
     }
     return await this.accepts.call(items, options)
+  }
+
+  receive (item: InboxItem): ReceivedItem | undefined {
+    this.init.guard()
+    validateItem(item)
+    const e = item.envelope
+    const sk = seqKey(e.from, e.seq)
+    if (this.pendingIds.has(e.id) || this.pendingSeqs.has(sk)) return undefined
+    try {
+      if (this.byId.getSync(e.id)?.x !== undefined || this.dedupe.getSync(sk) !== undefined) return undefined
+    } catch (err) {
+      throw fromLevel(err)
+    }
+    const key = pad(this.nextKey++)
+    const stored = toStored(item)
+    if (stored.quarantined) this.quarantineCount++
+    else this.unreadCount++
+    this.pendingIds.add(e.id)
+    this.pendingSeqs.add(sk)
+    const written = this.init.serial.run(async txn => {
+      txn.sync = false
+      const bound = await this.highestBounds(txn, [item])
+      this.putEntry(txn, key, stored, item.bytes, sk)
+      this.putHighest(txn, new Map([[e.from, e.seq]]), bound)
+      txn.onCommit(() => { this.committedKey = Math.max(this.committedKey, Number(key)) })
+    })
+    const settled = written.then(() => {}, () => {
+      if (stored.quarantined) this.quarantineCount--
+      else this.unreadCount--
+    }).finally(() => {
+      this.pendingIds.delete(e.id)
+      this.pendingSeqs.delete(sk)
+      this.receiving.delete(settled)
+    })
+    this.receiving.add(settled)
+    return { entry: toEntry(key, stored), written }
+  }
+
+  /** Resolves once every receipt taken by `receive` so far is written (or failed). */
+  private async received (): Promise<void> {
+    if (this.receiving.size > 0) await Promise.all(this.receiving)
   }
 
   /** Every `accept` call that queued up for this round, in call order: one read per kind of key, one batch. */
@@ -146,61 +192,17 @@ export class LevelInbox implements Inbox {
       }
       seenIds.add(e.id)
       seenSeqs.add(sk)
-      const q = item.quarantined === true
       lastKey = this.nextKey++
       const key = pad(lastKey)
-      const stored: Stored = {
-        id: e.id,
-        from: e.from,
-        to: e.to,
-        kind: e.kind,
-        priority: e.priority,
-        createdAt: e.createdAt,
-        expiresAt: e.expiresAt,
-        receivedAt: item.receivedAt,
-        body: e.body,
-        acked: false,
-        quarantined: q,
-        trace: e.trace,
-        hop: e.hop,
-        seq: e.seq
-      }
-      if (e.thread !== undefined) stored.thread = e.thread
-      if (e.replyTo !== undefined) stored.replyTo = e.replyTo
-      if (item.topic !== undefined) stored.topic = item.topic
-      // keep dedupe keys at least as long as the sender may retry
-      const expiry = Math.max(e.expiresAt, item.receivedAt + this.init.dedupeTtl)
-      txn.put(q ? this.quarantine : this.entries, key, encodeRecord(stored, item.bytes))
-      txn.put(this.byId, e.id, { key, q, x: expiry })
-      if (q) {
-        quarantined++
-      } else {
-        txn.put(this.unreadIndex, key, '')
-        unread++
-      }
-      txn.put(this.dedupe, sk, expiry)
-      txn.put(this.dedupeExpiry, `${pad(expiry)}${SEP}${e.id}${SEP}${e.from}${SEP}${e.seq}`, '')
+      const stored = toStored(item)
+      this.putEntry(txn, key, stored, item.bytes, sk)
+      if (stored.quarantined) quarantined++
+      else unread++
       const h = highest.get(e.from)
       if (h === undefined || e.seq > h) highest.set(e.from, e.seq)
       return { status: 'stored', entry: toEntry(key, stored) }
     }))
-    if (highest.size > 0) {
-      const round = roundHighest(txn)
-      for (const [from, seq] of highest) {
-        const held = bound.get(from)
-        if (held === undefined || seq > held) {
-          txn.put(this.senders, from, seq)
-          round.set(from, seq)
-        }
-      }
-      txn.onCommit(() => {
-        if (this.committedHighest.size >= MAX_CACHED_SENDERS) this.committedHighest.clear()
-        for (const [from, seq] of highest) {
-          const held = this.committedHighest.get(from)
-          if (held === undefined || seq > held) this.committedHighest.set(from, seq)
-        }
-      })
-    }
+    this.putHighest(txn, highest, bound)
     if (lastKey > 0) {
       txn.onCommit(() => {
         this.unreadCount += unread
@@ -209,6 +211,38 @@ export class LevelInbox implements Inbox {
       })
     }
     return results
+  }
+
+  /** Record the senders' new highest seqs (those above `bound`, what was stored before). */
+  private putHighest (txn: Txn, highest: Map<string, number>, bound: Map<string, number | undefined>): void {
+    if (highest.size === 0) return
+    const round = roundHighest(txn)
+    for (const [from, seq] of highest) {
+      const held = bound.get(from)
+      if (held === undefined || seq > held) {
+        txn.put(this.senders, from, seq)
+        round.set(from, seq)
+      }
+    }
+    txn.onCommit(() => {
+      if (this.committedHighest.size >= MAX_CACHED_SENDERS) this.committedHighest.clear()
+      for (const [from, seq] of highest) {
+        const held = this.committedHighest.get(from)
+        if (held === undefined || seq > held) this.committedHighest.set(from, seq)
+      }
+    })
+  }
+
+  /** The writes that store a new entry at `key` with its dedupe keys (the id's location and `sk`). */
+  private putEntry (txn: Txn, key: string, stored: Stored, bytes: Uint8Array, sk: string): void {
+    // keep dedupe keys at least as long as the sender may retry
+    const expiry = Math.max(stored.expiresAt, stored.receivedAt + this.init.dedupeTtl)
+    const q = stored.quarantined
+    txn.put(q ? this.quarantine : this.entries, key, encodeRecord(stored, bytes))
+    txn.put(this.byId, stored.id, { key, q, x: expiry })
+    if (!q) txn.put(this.unreadIndex, key, '')
+    txn.put(this.dedupe, sk, expiry)
+    txn.put(this.dedupeExpiry, `${pad(expiry)}${SEP}${stored.id}${SEP}${stored.from}${SEP}${stored.seq}`, '')
   }
 
   /**
@@ -243,6 +277,7 @@ export class LevelInbox implements Inbox {
 
   async read (query: InboxQuery = {}): Promise<Page<InboxEntry>> {
     this.init.guard()
+    await this.received()
     const quarantined = query.quarantined ?? false
     const unreadOnly = query.unreadOnly ?? false
     const kinds = query.kind === undefined ? undefined : new Set(Array.isArray(query.kind) ? query.kind : [query.kind])
@@ -271,6 +306,7 @@ export class LevelInbox implements Inbox {
   async get (id: string, options: AbortOptions = {}): Promise<InboxEntry | undefined> {
     this.init.guard()
     options.signal?.throwIfAborted()
+    await this.received()
     const loc = await this.byId.get(keyPart(id, 'id'))
     if (loc === undefined) {
       return undefined
@@ -282,6 +318,7 @@ export class LevelInbox implements Inbox {
   async bytes (id: string, options: AbortOptions = {}): Promise<Uint8Array | undefined> {
     this.init.guard()
     options.signal?.throwIfAborted()
+    await this.received()
     const loc = await this.byId.get(keyPart(id, 'id'))
     if (loc === undefined) {
       return undefined
@@ -503,6 +540,30 @@ function header (key: string, value: Uint8Array): Stored {
   const s = decodeHeader<Stored>(value)
   if (s === undefined) throw new InvalidRecordError(`inbox entry ${key} is in an unknown layout`)
   return s
+}
+
+function toStored (item: InboxItem): Stored {
+  const e = item.envelope
+  const stored: Stored = {
+    id: e.id,
+    from: e.from,
+    to: e.to,
+    kind: e.kind,
+    priority: e.priority,
+    createdAt: e.createdAt,
+    expiresAt: e.expiresAt,
+    receivedAt: item.receivedAt,
+    body: e.body,
+    acked: false,
+    quarantined: item.quarantined === true,
+    trace: e.trace,
+    hop: e.hop,
+    seq: e.seq
+  }
+  if (e.thread !== undefined) stored.thread = e.thread
+  if (e.replyTo !== undefined) stored.replyTo = e.replyTo
+  if (item.topic !== undefined) stored.topic = item.topic
+  return stored
 }
 
 function toEntry (key: string, s: Stored): InboxEntry {

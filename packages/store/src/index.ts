@@ -192,6 +192,12 @@ export interface InboxItem {
 
 export type AcceptResult = 'stored' | 'duplicate'
 
+/** A receipt taken by {@link Inbox.receive}. `written` settles when its (unsynced) write is done. */
+export interface ReceivedItem {
+  entry: InboxEntry
+  written: Promise<void>
+}
+
 /** One item's outcome from {@link Inbox.acceptEntries}: the entry as `get(id)` gives it, when stored. */
 export interface AcceptedItem {
   status: AcceptResult
@@ -247,6 +253,14 @@ export interface Inbox {
   accept (items: InboxItem[], options?: AbortOptions): Promise<AcceptResult[]>
   /** {@link Inbox.accept}, handing back each stored entry too (no second read to announce it). */
   acceptEntries (items: InboxItem[], options?: AbortOptions): Promise<AcceptedItem[]>
+  /**
+   * A best-effort receipt (a broadcast), taken synchronously (point reads only): deduplicated (by id
+   * and sender + seq, against what is stored and what is pending), given its position, and handed
+   * back so the caller can announce it without waiting for the disk. The write follows, not
+   * fsynced: it survives a crash of the process, not of the machine. `read`, `get`, `bytes`,
+   * `ack` and `release` see it as soon as it is returned. `undefined`: a duplicate.
+   */
+  receive (item: InboxItem): ReceivedItem | undefined
   /** Peek: never consumes. */
   read (query?: InboxQuery): Promise<Page<InboxEntry>>
   get (id: string, options?: AbortOptions): Promise<InboxEntry | undefined>
@@ -391,8 +405,8 @@ export interface OpenStoreOptions extends AbortOptions {
 }
 
 export interface StoreStats {
-  /** Group commit: synced batches, the writes they carried, the operations written. */
-  writer: { batches: number, writes: number, ops: number }
+  /** Group commit: batches (and how many of them were fsynced), the writes they carried, the operations written. */
+  writer: { batches: number, synced: number, writes: number, ops: number }
 }
 
 export interface MeshStore {

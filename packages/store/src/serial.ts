@@ -14,6 +14,12 @@ export class Txn {
   private readonly commits: Array<() => void> = []
   /** Round-wide scratch space, shared by every job of the round (e.g. counter deltas for caps). */
   readonly scratch: Map<string, unknown>
+  /**
+   * Whether this job's writes must be fsynced before it resolves (the default). A job may clear it
+   * for records whose loss in a machine crash is tolerated (see `WriteOptions.sync`); the round is
+   * synced if any of its jobs needs it.
+   */
+  sync = true
 
   constructor (private readonly parent?: Txn) {
     this.scratch = parent?.scratch ?? new Map()
@@ -159,18 +165,20 @@ export class Serial {
   private async round (jobs: Job[]): Promise<void> {
     const root = new Txn()
     const done: Array<{ job: Job, result: unknown }> = []
+    let sync = false
     for (const job of jobs) {
       const txn = root.child()
       try {
         const result = await job.run(txn)
         root.absorb(txn)
         done.push({ job, result })
+        if (txn.sync && txn.ops.length > 0) sync = true
       } catch (err) {
         job.reject(fromLevel(err))
       }
     }
     try {
-      await this.writer.write(root.ops)
+      await this.writer.write(root.ops, { sync })
     } catch (err) {
       for (const { job } of done) job.reject(err)
       return

@@ -3,6 +3,7 @@ import { StorageFullError, writeError } from './errors.js'
 
 interface Request {
   ops: Op[]
+  sync: boolean
   resolve: () => void
   reject: (err: unknown) => void
   signal?: AbortSignal
@@ -11,8 +12,10 @@ interface Request {
 
 /** Counters of a {@link SyncWriter}: how many synced batches carried how many writes. */
 export interface SyncWriterStats {
-  /** Synced `db.batch` calls made. */
+  /** `db.batch` calls made. */
   batches: number
+  /** Of those, the fsynced ones. */
+  synced: number
   /** `write()` calls served. */
   writes: number
   /** Operations written. */
@@ -22,20 +25,32 @@ export interface SyncWriterStats {
 /** Most operations in one synced batch; a single larger write still goes in alone. */
 export const DEFAULT_MAX_BATCH_OPS = 20_000
 
+/** How a write must be on disk when its promise resolves. */
+export interface WriteOptions {
+  signal?: AbortSignal
+  /**
+   * `true` (default): fsynced, survives a crash of the machine. `false`: handed to the OS, survives
+   * a crash of the process (kill -9) but not of the machine; for records whose loss the protocol
+   * tolerates (best-effort broadcasts), so they do not wait for an fsync.
+   */
+  sync?: boolean
+}
+
 /**
- * Group commit. Every `write(ops)` is durable (`sync: true`) when its promise resolves. Writes
- * requested while a batch is in flight are coalesced into the next batch, so N concurrent callers
- * pay for about two fsyncs, not N. Each caller's ops stay atomic: they go into one batch together.
+ * Group commit. Every `write(ops)` is durable (`sync: true`) when its promise resolves, unless it
+ * asked for `sync: false`. Writes requested while a batch is in flight are coalesced into the next
+ * batch, so N concurrent callers pay for about two fsyncs, not N; a batch is synced if any of its
+ * writes asked for it. Each caller's ops stay atomic: they go into one batch together.
  */
 export class SyncWriter {
-  readonly stats: SyncWriterStats = { batches: 0, writes: 0, ops: 0 }
+  readonly stats: SyncWriterStats = { batches: 0, synced: 0, writes: 0, ops: 0 }
   private queue: Request[] = []
   private running: Promise<void> | undefined
 
   constructor (private readonly db: Db, private readonly maxBatchOps = DEFAULT_MAX_BATCH_OPS) {}
 
   /** Write `ops` atomically and durably. Rejects with `StorageFullError`/`StorageError` if the batch fails. */
-  write (ops: Op[], options: { signal?: AbortSignal } = {}): Promise<void> {
+  write (ops: Op[], options: WriteOptions = {}): Promise<void> {
     const { signal } = options
     if (signal?.aborted === true) {
       return Promise.reject(signal.reason)
@@ -44,7 +59,7 @@ export class SyncWriter {
       return Promise.resolve()
     }
     return new Promise<void>((resolve, reject) => {
-      const request: Request = { ops, resolve, reject }
+      const request: Request = { ops, sync: options.sync !== false, resolve, reject }
       if (signal !== undefined) {
         // only while queued: once a batch has it, the write goes through
         request.signal = signal
@@ -99,9 +114,10 @@ export class SyncWriter {
 
   private async commit (requests: Request[]): Promise<void> {
     const ops = requests.length === 1 ? requests[0].ops : requests.flatMap(r => r.ops)
+    const sync = requests.some(r => r.sync)
     try {
-      await batch(this.db, ops, true)
-      this.count(requests.length, ops.length)
+      await batch(this.db, ops, sync)
+      this.count(requests.length, ops.length, sync)
       for (const r of requests) r.resolve()
     } catch (cause) {
       const err = writeError(cause)
@@ -112,8 +128,8 @@ export class SyncWriter {
       // one caller's bad op must not fail the others: retry them one by one
       for (const r of requests) {
         try {
-          await batch(this.db, r.ops, true)
-          this.count(1, r.ops.length)
+          await batch(this.db, r.ops, r.sync)
+          this.count(1, r.ops.length, r.sync)
           r.resolve()
         } catch (e) {
           r.reject(writeError(e))
@@ -122,8 +138,9 @@ export class SyncWriter {
     }
   }
 
-  private count (writes: number, ops: number): void {
+  private count (writes: number, ops: number, synced: boolean): void {
     this.stats.batches++
+    if (synced) this.stats.synced++
     this.stats.writes += writes
     this.stats.ops += ops
   }

@@ -1,3 +1,4 @@
+import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { InboxEntry, InboxQuery, MeshStore } from '../src/index.js'
 import { InvalidRecordError } from '../src/index.js'
@@ -182,5 +183,60 @@ describe('inbox', () => {
     await expect(store.inbox.accept([{ envelope: envelope(), bytes: 'x' as any, receivedAt: 1 }])).rejects.toBeInstanceOf(InvalidRecordError)
     await expect(store.inbox.accept([item({ ...envelope(), seq: -1 })])).rejects.toBeInstanceOf(InvalidRecordError)
     expect(store.inbox.unread()).toBe(0)
+  })
+})
+
+describe('inbox.receive (best-effort receipts)', () => {
+  it('hands the entry back at once; reads, unread and ack see it before its write lands; written unsynced', async () => {
+    const store = await stores.open()
+    const env = envelope({ seq: 7, kind: 'broadcast', to: 'topic:news', body: { hi: 1 } })
+    const before = store.stats().writer.synced
+    const got = store.inbox.receive(item(env, { receivedAt: 5, topic: 'news' }))
+    expect(got?.entry).toMatchObject({ id: env.id, kind: 'broadcast', topic: 'news', body: { hi: 1 }, receivedAt: 5, seq: 7, acked: false })
+    expect(store.inbox.unread()).toBe(1)
+    // not awaited: a reader who heard of the entry finds it
+    expect(await store.inbox.get(env.id)).toEqual(got?.entry)
+    expect((await readAll(store)).map(e => e.id)).toEqual([env.id])
+    expect(await store.inbox.ack([env.id])).toEqual(['acked'])
+    await got?.written
+    expect(store.stats().writer.synced).toBe(before + 1) // the ack, not the receipt
+    expect(await store.inbox.highestSeq(ALICE)).toBe(7)
+    expect(store.inbox.endCursor()).toBe(got?.entry.cursor)
+  })
+
+  it('refuses duplicates by id and by sender + seq: stored, pending, or accepted the durable way', async () => {
+    const store = await stores.open()
+    const a = envelope({ seq: 1, kind: 'broadcast', to: 'topic:news' })
+    const first = store.inbox.receive(item(a))
+    expect(first).toBeDefined()
+    // while its write is pending
+    expect(store.inbox.receive(item(a))).toBeUndefined()
+    expect(store.inbox.receive(item(envelope({ seq: 1, kind: 'broadcast', to: 'topic:news' })))).toBeUndefined()
+    await first?.written
+    // once stored
+    expect(store.inbox.receive(item(a))).toBeUndefined()
+    expect(store.inbox.receive(item(envelope({ seq: 1, kind: 'broadcast', to: 'topic:news' })))).toBeUndefined()
+    // and against what accept stored
+    const b = envelope({ seq: 2 })
+    expect(await store.inbox.accept([item(b)])).toEqual(['stored'])
+    expect(store.inbox.receive(item(b))).toBeUndefined()
+    // accept sees what receive took
+    const c = envelope({ seq: 3, kind: 'broadcast', to: 'topic:news' })
+    expect(store.inbox.receive(item(c))).toBeDefined()
+    expect(await store.inbox.accept([item(c), item(envelope({ seq: 3 }))])).toEqual(['duplicate', 'duplicate'])
+    expect((await readAll(store)).map(e => e.id)).toEqual([a.id, b.id, c.id])
+    expect(store.inbox.unread()).toBe(3)
+  })
+
+  it('survives a reopen (the write went to the OS) and refuses bad items with InvalidRecordError', async () => {
+    const path = join(await stores.dir(), 'db')
+    let store = await stores.open({ path })
+    const env = envelope({ seq: 9, kind: 'broadcast', to: 'topic:news' })
+    await store.inbox.receive(item(env))?.written
+    await store.close()
+    store = await stores.open({ path })
+    expect(await store.inbox.get(env.id)).toMatchObject({ id: env.id, seq: 9 })
+    expect(store.inbox.receive(item(env))).toBeUndefined()
+    expect(() => store.inbox.receive({ envelope: undefined } as never)).toThrow(InvalidRecordError)
   })
 })

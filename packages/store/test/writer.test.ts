@@ -19,6 +19,20 @@ async function level (): Promise<Db> {
 }
 
 describe('group commit', () => {
+  it('syncs a batch when any of its writes asks for it, and only then', async () => {
+    const db = await level()
+    const writer = new SyncWriter(db)
+    const sub = jsonSub<number>(db, 'x')
+    await writer.write([{ type: 'put', sublevel: sub, key: 'lazy', value: 1 }], { sync: false })
+    expect(writer.stats).toMatchObject({ batches: 1, synced: 0 })
+    await Promise.all([
+      writer.write([{ type: 'put', sublevel: sub, key: 'lazy2', value: 2 }], { sync: false }),
+      writer.write([{ type: 'put', sublevel: sub, key: 'durable', value: 3 }])
+    ])
+    expect(writer.stats).toMatchObject({ batches: 2, synced: 1, writes: 3 })
+    expect(await sub.getMany(['lazy', 'lazy2', 'durable'])).toEqual([1, 2, 3])
+  })
+
   it('coalesces writes issued together into one synced batch', async () => {
     const db = await level()
     const writer = new SyncWriter(db)
@@ -26,7 +40,7 @@ describe('group commit', () => {
     await Promise.all(Array.from({ length: 200 }, async (_, i) => {
       await writer.write([{ type: 'put', sublevel: sub, key: `k${i}`, value: i }])
     }))
-    expect(writer.stats).toEqual({ batches: 1, writes: 200, ops: 200 })
+    expect(writer.stats).toEqual({ batches: 1, synced: 1, writes: 200, ops: 200 })
     expect(await sub.get('k199')).toBe(199)
   })
 
@@ -46,7 +60,7 @@ describe('group commit', () => {
       expect(firstDone).toBe(true)
     })
     await Promise.all([first, ...later])
-    expect(writer.stats).toEqual({ batches: 2, writes: 51, ops: 51 })
+    expect(writer.stats).toEqual({ batches: 2, synced: 2, writes: 51, ops: 51 })
   })
 
   it('keeps one bad write from failing the others it was batched with', async () => {

@@ -161,11 +161,20 @@ export class BroadcastService {
     if (this.seen.has(envelope.id)) return TopicValidatorResult.Ignore
     this.seen.add(envelope.id)
     if (this.seen.size > SEEN_LIMIT) this.seen.delete(this.seen.values().next().value!)
-    // forward at once; the inbox write (which dedupes for good, across restarts) follows. A
-    // broadcast is best-effort: a crash in between loses it for this node only.
-    this.components.store.inbox.acceptEntries([{ envelope, bytes, receivedAt: Date.now(), topic }]).then(([outcome]) => {
-      if (outcome?.entry !== undefined) this.init.onReceived(outcome.entry)
-    }, (err: Error) => { log.error('could not store a broadcast: %e', err) })
+    // a broadcast is best-effort: it is announced at once and forwarded, its inbox write (which
+    // dedupes for good, across restarts) follows unsynced; only a crash in the next moments loses it
+    let received: ReturnType<MeshStore['inbox']['receive']>
+    try {
+      received = this.components.store.inbox.receive({ envelope, bytes, receivedAt: Date.now(), topic })
+    } catch (err) {
+      log.error('could not take a broadcast into the inbox: %e', err)
+      return TopicValidatorResult.Accept
+    }
+    if (received === undefined) return TopicValidatorResult.Ignore
+    received.written.catch((err: Error) => { log.error('could not store broadcast %s: %e', envelope.id, err) })
+    const { entry } = received
+    // after the validator returns, so gossipsub forwards before listeners run
+    queueMicrotask(() => { this.init.onReceived(entry) })
     return TopicValidatorResult.Accept
   }
 }
