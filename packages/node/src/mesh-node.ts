@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
 import { join } from 'node:path'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -665,6 +666,10 @@ function parseTarget (peer: string): PeerId | Multiaddr {
  * Create a persona's node (started unless `start: false`). The identity is loaded from, or
  * created in, its data directory; its `config.json` supplies defaults that `init` overrides.
  */
+function contentId (data: Uint8Array): Buffer {
+  return createHash('sha256').update(data).digest()
+}
+
 export async function createMeshNode (options: MeshNodeInit = {}): Promise<MeshNode> {
   const name = validateName(options.name ?? defaultName())
   // an empty home is a mistake (it would mean the current directory), not a choice
@@ -727,7 +732,14 @@ export async function createMeshNode (options: MeshNodeInit = {}): Promise<MeshN
         peerInfoMapper: passthroughMapper
       }),
       pubsub: gossipsub({
-        globalSignaturePolicy: 'StrictSign',
+        // everything we gossip (cards, broadcast envelopes) is signed by its author, and every
+        // topic validator verifies that signature: a second gossipsub signature per message would
+        // only double the signing and verifying. Message ids are the hash of the content.
+        globalSignaturePolicy: 'StrictNoSign',
+        // the library's default id (the same sha256) goes through an async WebCrypto call per
+        // receipt, duplicates included; hashed in place, a duplicate is dropped before any await
+        msgIdFn: (msg) => contentId(msg.data),
+        fastMsgIdFn: (msg) => contentId(msg.data ?? new Uint8Array(0)).toString('base64'),
         // we report reach ourselves; an empty topic is not an error
         allowPublishToZeroTopicPeers: true,
         emitSelf: false,
