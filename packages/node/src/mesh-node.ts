@@ -662,14 +662,15 @@ function parseTarget (peer: string): PeerId | Multiaddr {
   }
 }
 
-/**
- * Create a persona's node (started unless `start: false`). The identity is loaded from, or
- * created in, its data directory; its `config.json` supplies defaults that `init` overrides.
- */
+/** A gossip message's id: the sha256 of its content. */
 function contentId (data: Uint8Array): Buffer {
   return createHash('sha256').update(data).digest()
 }
 
+/**
+ * Create a persona's node (started unless `start: false`). The identity is loaded from, or
+ * created in, its data directory; its `config.json` supplies defaults that `init` overrides.
+ */
 export async function createMeshNode (options: MeshNodeInit = {}): Promise<MeshNode> {
   const name = validateName(options.name ?? defaultName())
   // an empty home is a mistake (it would mean the current directory), not a choice
