@@ -532,14 +532,23 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
     if ((options.dht ?? true) && CapabilityNameSchema.safeParse(exact).success) {
       const signal = options.signal ?? AbortSignal.timeout(5000)
       setMaxListeners(Infinity, signal)
-      const providers = await this.cardService.findProviders(exact, { signal, limit }).catch(() => [])
-      await Promise.all(providers.map(async (id) => {
-        fromDht.add(id)
+      const fetches: Array<Promise<unknown>> = []
+      const fetchCard = async (id: string): Promise<void> => {
         if (this.cardService.get(id) !== undefined) return
         // straight from the provider (the DHT query just told us its addresses); the DHT record if it is away
         const direct = await this.cardService.fetch(peerIdFromString(id), { signal: AbortSignal.any([signal, AbortSignal.timeout(2000)]) }).catch(() => undefined)
         if (direct === undefined) await this.cardService.lookup(id, { signal }).catch(() => undefined)
-      }))
+      }
+      // each card is fetched as soon as its provider is known, while the walk looks for more
+      await this.cardService.findProviders(exact, {
+        signal,
+        limit,
+        onProvider: (id) => {
+          fromDht.add(id)
+          fetches.push(fetchCard(id))
+        }
+      }).catch(() => [])
+      await Promise.all(fetches)
     }
     const hits = searchCards(this.cardService.list(), query)
     const seen = new Set(hits.map(h => h.peerId))

@@ -225,9 +225,10 @@ export class CardService extends TypedEventEmitter<CardEvents> {
   /**
    * PeerIds that announced `capability` in the DHT (ours excluded). A walk of the whole DHT can take
    * long after the first answers came in: once a provider is known, the query gets at most
-   * `PROVIDER_GRACE_MS` more to find others.
+   * `PROVIDER_GRACE_MS` more to find others. `onProvider` hears of each one as it is found, so the
+   * caller can start on it (fetch its card) while the walk goes on.
    */
-  async findProviders (capability: string, options: { signal?: AbortSignal, limit?: number } = {}): Promise<string[]> {
+  async findProviders (capability: string, options: { signal?: AbortSignal, limit?: number, onProvider?: (peerId: string) => void } = {}): Promise<string[]> {
     const query = new AbortController()
     const signal = combined([options.signal ?? AbortSignal.timeout(DHT_TIMEOUT_MS), this.stopController.signal, query.signal])
     const limit = options.limit ?? 20
@@ -239,7 +240,9 @@ export class CardService extends TypedEventEmitter<CardEvents> {
         if (event.name !== 'PROVIDER') continue
         for (const provider of event.providers) {
           const id = provider.id.toString()
-          if (id !== self) found.add(id)
+          if (id === self || found.has(id) || found.size >= limit) continue
+          found.add(id)
+          options.onProvider?.(id)
         }
         if (found.size >= limit) break
         if (found.size > 0 && grace === undefined) grace = setTimeout(() => { query.abort() }, PROVIDER_GRACE_MS)
