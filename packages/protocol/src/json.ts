@@ -38,10 +38,15 @@ function write (value: unknown, depth: number, maxDepth: number): string {
         throw new MalformedMessageError(`JSON nesting deeper than ${maxDepth}`)
       }
       if (Array.isArray(value)) {
-        return `[${value.map(item => write(item, depth + 1, maxDepth)).join(',')}]`
+        let out = '['
+        for (let i = 0; i < value.length; i++) {
+          // a hole is `undefined`, which cannot be encoded (it used to vanish, leaving `[,1]`)
+          out += i === 0 ? write(value[i], depth + 1, maxDepth) : `,${write(value[i], depth + 1, maxDepth)}`
+        }
+        return `${out}]`
       }
       const record = value as Record<string, unknown>
-      const parts: string[] = []
+      let out = '{'
       for (const key of Object.keys(record).sort()) {
         const member = record[key]
         if (member === undefined) {
@@ -52,9 +57,9 @@ function write (value: unknown, depth: number, maxDepth: number): string {
           // prototype: what was signed would not be what the receiver reads
           throw new MalformedMessageError('cannot encode a "__proto__" member')
         }
-        parts.push(`${JSON.stringify(key)}:${write(member, depth + 1, maxDepth)}`)
+        out += `${out.length === 1 ? '' : ','}${JSON.stringify(key)}:${write(member, depth + 1, maxDepth)}`
       }
-      return `{${parts.join(',')}}`
+      return `${out}}`
     }
     default:
       throw new MalformedMessageError(`cannot encode a ${typeof value} as JSON`)
@@ -91,14 +96,18 @@ export function jsonDepth (text: string): number {
   return max
 }
 
-/** Decode UTF-8 JSON bytes, refusing invalid UTF-8, invalid JSON and nesting deeper than `maxDepth`. */
-export function parseJson (data: Uint8Array | string, maxDepth: number = MAX_JSON_DEPTH): unknown {
-  let text: string
+/** Strict UTF-8 decoding (a leading BOM is dropped); throws `MalformedMessageError` on invalid UTF-8. */
+export function decodeUtf8 (data: Uint8Array): string {
   try {
-    text = typeof data === 'string' ? data : decoder.decode(data)
+    return decoder.decode(data)
   } catch {
     throw new MalformedMessageError('not valid UTF-8')
   }
+}
+
+/** Decode UTF-8 JSON bytes, refusing invalid UTF-8, invalid JSON and nesting deeper than `maxDepth`. */
+export function parseJson (data: Uint8Array | string, maxDepth: number = MAX_JSON_DEPTH): unknown {
+  const text = typeof data === 'string' ? data : decodeUtf8(data)
   if (jsonDepth(text) > maxDepth) {
     throw new MalformedMessageError(`JSON nesting deeper than ${maxDepth}`)
   }

@@ -1,9 +1,8 @@
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { equals as bytesEqual } from 'uint8arrays/equals'
 import { ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX_FRAME_SIZE, WIRE_VERSION } from './constants.js'
 import { EnvelopeSchema } from './envelope.js'
 import { ExpiredError, InvalidSignatureError, MalformedMessageError, UnsupportedVersionError } from './errors.js'
-import { canonicalEncode, parseJson } from './json.js'
+import { canonicalEncode, canonicalStringify, decodeUtf8, parseJson } from './json.js'
 import { openPayload, sealPayload } from './signed.js'
 import type { MessageEnvelope } from './envelope.js'
 import type { PrivateKey } from '@libp2p/interface'
@@ -48,13 +47,25 @@ export function decodeVersioned<T extends z.ZodType> (schema: T, frame: unknown,
   return parsed.data
 }
 
+/** The PeerId string of each signing key, derived once (base58 encoding costs as much as a small envelope's JSON). */
+const keyOwners = new WeakMap<PrivateKey, string>()
+
+function ownerOf (privateKey: PrivateKey): string {
+  let owner = keyOwners.get(privateKey)
+  if (owner === undefined) {
+    owner = peerIdFromPrivateKey(privateKey).toString()
+    keyOwners.set(privateKey, owner)
+  }
+  return owner
+}
+
 /**
  * Sign an envelope with its sender's key. The payload is the canonical encoding of the
  * envelope, so the same envelope always yields the same signed bytes.
  */
 export async function sealEnvelope (envelope: MessageEnvelope, privateKey: PrivateKey, options: SealOptions = {}): Promise<Uint8Array> {
   const checked = decodeVersioned(EnvelopeSchema, envelope, 'envelope')
-  if (checked.from !== peerIdFromPrivateKey(privateKey).toString()) {
+  if (checked.from !== ownerOf(privateKey)) {
     throw new InvalidSignatureError('an envelope can only be sealed by the key of its sender (`from`)')
   }
   return sealPayload(ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, canonicalEncode(envelope), privateKey, options.maxSize ?? MAX_FRAME_SIZE)
@@ -68,13 +79,16 @@ export async function sealEnvelope (envelope: MessageEnvelope, privateKey: Priva
  */
 export async function openEnvelope (bytes: Uint8Array, options: OpenOptions = {}): Promise<OpenedEnvelope> {
   const { payload, signer } = await openPayload(bytes, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, options.maxSize ?? MAX_FRAME_SIZE)
-  const envelope = decodeVersioned(EnvelopeSchema, parseJson(payload), 'envelope') as MessageEnvelope
+  const text = decodeUtf8(payload)
+  const envelope = decodeVersioned(EnvelopeSchema, parseJson(text), 'envelope') as MessageEnvelope
   if (envelope.from !== signer) {
     throw new InvalidSignatureError(`envelope claims to be from ${envelope.from} but is signed by ${signer}`)
   }
   // what was signed must be exactly what we hand out: no duplicate keys (JSON.parse keeps the last),
-  // no members the schema drops (`__proto__`), no alternative spellings of the same envelope
-  if (!bytesEqual(canonicalEncode(envelope), payload)) {
+  // no members the schema drops (`__proto__`), no alternative spellings of the same envelope.
+  // Compared as text: strict UTF-8 decoding is one-to-one, except that it drops a leading BOM,
+  // which the first byte rules out (canonical JSON of an object starts with `{`)
+  if (payload[0] !== 0x7b || canonicalStringify(envelope) !== text) {
     throw new MalformedMessageError('envelope payload is not in canonical form')
   }
   if (options.allowExpired !== true && envelope.expiresAt < (options.now ?? Date.now())) {

@@ -1,3 +1,5 @@
+import { createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto'
+import { publicKeyFromRaw } from '@libp2p/crypto/keys'
 import { peerIdFromPublicKey } from '@libp2p/peer-id'
 import { RecordEnvelope } from '@libp2p/peer-record'
 import { equals as bytesEqual } from 'uint8arrays/equals'
@@ -23,20 +25,200 @@ class PayloadRecord implements Record {
   }
 }
 
+/*
+ * Ed25519 envelopes, the only kind Persona Mesh keys make, take a fast path on both ends that
+ * produces and accepts exactly the bytes `RecordEnvelope` does:
+ *
+ * - the signed bytes are libp2p's: varint(len(domain)) domain varint(len(type)) type
+ *   varint(len(payload)) payload;
+ * - the marshalled envelope is the protobuf `RecordEnvelope.marshal()` writes: field 1 the public
+ *   key (`08 01 12 20` + 32 key bytes), 2 the payload type, 3 the payload, 5 the 64-byte signature;
+ *   nothing else, every length in its shortest form. Bytes in any other layout go the general
+ *   way, which accepts only what re-marshals to the same bytes: the fast path accepts a subset of
+ *   what it accepts, and verifies each one the same way (Ed25519 over the same bytes).
+ *
+ * What it saves: libp2p imports the public key (JWK → KeyObject) on every verification, and the
+ * signer's PeerId is re-derived and base58-encoded for every envelope. Both are cached per key.
+ */
+const ED25519_PUBLIC_KEY_PB = Uint8Array.of(0x08, 0x01, 0x12, 0x20)
+const ED25519_KEY_LENGTH = 32
+const SIGNATURE_LENGTH = 64
+/** Field 1 (public key, 36 bytes), then the key's own protobuf header. */
+const KEY_FIELD = Uint8Array.of(0x0a, 0x24, ...ED25519_PUBLIC_KEY_PB)
+const KEY_FIELD_END = KEY_FIELD.byteLength + ED25519_KEY_LENGTH
+
+/** Bytes of an unsigned varint (lengths: below 2^31). */
+function varintLength (n: number): number {
+  let bytes = 1
+  while (n >= 0x80) {
+    n >>>= 7
+    bytes++
+  }
+  return bytes
+}
+
+/** Write `n` as an unsigned varint at `at`; returns the position after it. */
+function writeVarint (n: number, out: Uint8Array, at: number): number {
+  while (n >= 0x80) {
+    out[at++] = (n & 0x7f) | 0x80
+    n >>>= 7
+  }
+  out[at++] = n
+  return at
+}
+
+const utf8 = new TextEncoder()
+const domainBytes = new Map<string, Uint8Array>()
+
+function encodeDomain (domain: string): Uint8Array {
+  let bytes = domainBytes.get(domain)
+  if (bytes === undefined) {
+    bytes = utf8.encode(domain)
+    // domains are a handful of constants; anything beyond that is not worth keeping
+    if (domainBytes.size < 16) domainBytes.set(domain, bytes)
+  }
+  return bytes
+}
+
+/** What an Ed25519 signature covers (`formatSignaturePayload` of `@libp2p/peer-record`). */
+export function signedBytes (domain: string, payloadType: Uint8Array, payload: Uint8Array): Uint8Array {
+  const d = encodeDomain(domain)
+  const out = new Uint8Array(varintLength(d.byteLength) + d.byteLength + varintLength(payloadType.byteLength) +
+    payloadType.byteLength + varintLength(payload.byteLength) + payload.byteLength)
+  let at = writeVarint(d.byteLength, out, 0)
+  out.set(d, at)
+  at = writeVarint(payloadType.byteLength, out, at + d.byteLength)
+  out.set(payloadType, at)
+  at = writeVarint(payload.byteLength, out, at + payloadType.byteLength)
+  out.set(payload, at)
+  return out
+}
+
+/** A signer's verification key and PeerId string, derived once. */
+interface Signer {
+  key: KeyObject
+  peerId: string
+}
+
+/** Most verification keys kept; the least recently used goes first. */
+export const VERIFY_KEY_CACHE_SIZE = 1024
+const signers = new Map<string, Signer>()
+
+function signerOf (raw: Uint8Array): Signer {
+  const id = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64')
+  let signer = signers.get(id)
+  if (signer !== undefined) {
+    // most recently used last: the first entry is the one to evict
+    signers.delete(id)
+    signers.set(id, signer)
+    return signer
+  }
+  const copy = Uint8Array.from(raw)
+  signer = {
+    // the import libp2p's `Ed25519PublicKey.verify` does on every call
+    key: createPublicKey({ format: 'jwk', key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(copy).toString('base64url') } }),
+    peerId: peerIdFromPublicKey(publicKeyFromRaw(copy)).toString()
+  }
+  if (signers.size >= VERIFY_KEY_CACHE_SIZE) signers.delete(signers.keys().next().value!)
+  signers.set(id, signer)
+  return signer
+}
+
+/** How many verification keys are cached (tests). */
+export function cachedVerifyKeys (): number {
+  return signers.size
+}
+
+/** The parts of an envelope in exactly the layout `RecordEnvelope.marshal()` gives an Ed25519 key; `undefined` otherwise. */
+function parseEd25519 (data: Uint8Array, payloadType: Uint8Array): { key: Uint8Array, payload: Uint8Array, signature: Uint8Array } | undefined {
+  const end = data.byteLength
+  if (end < KEY_FIELD_END) return undefined
+  for (let i = 0; i < KEY_FIELD.byteLength; i++) if (data[i] !== KEY_FIELD[i]) return undefined
+  let at = KEY_FIELD_END
+  const typeLength = payloadType.byteLength
+  if (typeLength === 0 || typeLength > 127 || data[at] !== 0x12 || data[at + 1] !== typeLength) return undefined
+  at += 2
+  for (let i = 0; i < typeLength; i++) if (data[at + i] !== payloadType[i]) return undefined
+  at += typeLength
+  if (data[at++] !== 0x1a) return undefined
+  // the payload length: a varint in its shortest form, not zero (marshal leaves an empty field out)
+  let length = 0
+  let shift = 1
+  const start = at
+  for (;;) {
+    if (at >= end || at - start >= 5) return undefined
+    const b = data[at++]!
+    length += (b & 0x7f) * shift
+    shift *= 128
+    if (b < 0x80) {
+      if (b === 0 && at - start > 1) return undefined
+      break
+    }
+  }
+  if (length === 0 || at + length + 2 + SIGNATURE_LENGTH !== end) return undefined
+  const payload = data.subarray(at, at + length)
+  at += length
+  if (data[at] !== 0x2a || data[at + 1] !== SIGNATURE_LENGTH) return undefined
+  return { key: data.subarray(6, KEY_FIELD_END), payload, signature: data.subarray(at + 2, end) }
+}
+
 /** Sign `payload` under `domain` (a signature is valid only in its domain) and marshal the envelope. */
 export async function sealPayload (domain: string, payloadType: Uint8Array, payload: Uint8Array, privateKey: PrivateKey, maxSize: number): Promise<Uint8Array> {
-  const sealed = await RecordEnvelope.seal(new PayloadRecord(domain, payloadType, payload), privateKey)
-  const bytes = sealed.marshal()
+  const bytes = isEd25519(privateKey) && payload.byteLength > 0 && payloadType.byteLength > 0 && payloadType.byteLength < 128
+    ? await sealEd25519(domain, payloadType, payload, privateKey)
+    : (await RecordEnvelope.seal(new PayloadRecord(domain, payloadType, payload), privateKey)).marshal()
   if (bytes.byteLength > maxSize) {
     throw new TooLargeError(bytes.byteLength, maxSize, 'sealed payload')
   }
   return bytes
 }
 
+function isEd25519 (privateKey: PrivateKey): boolean {
+  return privateKey.type === 'Ed25519' && privateKey.publicKey.raw.byteLength === ED25519_KEY_LENGTH
+}
+
+/** `RecordEnvelope.seal(…).marshal()` for an Ed25519 key, written directly. */
+async function sealEd25519 (domain: string, payloadType: Uint8Array, payload: Uint8Array, privateKey: PrivateKey): Promise<Uint8Array> {
+  const signature = await privateKey.sign(signedBytes(domain, payloadType, payload))
+  if (signature.byteLength !== SIGNATURE_LENGTH) throw new InvalidSignatureError('an Ed25519 signature must be 64 bytes')
+  const lengthBytes = varintLength(payload.byteLength)
+  const out = new Uint8Array(KEY_FIELD_END + 2 + payloadType.byteLength + 1 + lengthBytes + payload.byteLength + 2 + SIGNATURE_LENGTH)
+  out.set(KEY_FIELD, 0)
+  out.set(privateKey.publicKey.raw, KEY_FIELD.byteLength)
+  let at = KEY_FIELD_END
+  out[at++] = 0x12
+  out[at++] = payloadType.byteLength
+  out.set(payloadType, at)
+  at += payloadType.byteLength
+  out[at++] = 0x1a
+  at = writeVarint(payload.byteLength, out, at)
+  out.set(payload, at)
+  at += payload.byteLength
+  out[at++] = 0x2a
+  out[at++] = SIGNATURE_LENGTH
+  out.set(signature, at)
+  return out
+}
+
 /** Check size, envelope framing, payload type and signature; return the payload and its signer. */
 export async function openPayload (data: Uint8Array, domain: string, payloadType: Uint8Array, maxSize: number): Promise<OpenedPayload> {
   if (data.byteLength > maxSize) {
     throw new TooLargeError(data.byteLength, maxSize, 'sealed payload')
+  }
+  const parts = parseEd25519(data, payloadType)
+  if (parts !== undefined) {
+    let signer: Signer | undefined
+    let valid = false
+    try {
+      signer = signerOf(parts.key)
+      valid = cryptoVerify(null, signedBytes(domain, payloadType, parts.payload), signer.key, parts.signature)
+    } catch {
+      valid = false
+    }
+    if (!valid || signer === undefined) {
+      throw new InvalidSignatureError('signature does not verify')
+    }
+    return { payload: parts.payload, signer: signer.peerId }
   }
   let envelope: RecordEnvelope
   try {

@@ -69,7 +69,8 @@ describe('canonical encoding', () => {
     ['a function', () => 1],
     ['a symbol', Symbol('s')],
     ['undefined at the top', undefined],
-    ['undefined in an array', [1, undefined]]
+    ['undefined in an array', [1, undefined]],
+    ['a hole in an array (it used to vanish: `[,1]`)', Object.assign(new Array<number>(2), { 1: 1 })]
   ])('refuses %s', (_, value) => {
     expectMalformed(() => canonicalEncode(value))
   })
