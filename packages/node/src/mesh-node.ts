@@ -573,6 +573,8 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
   }
 
   async resolve (nameOrId: string): Promise<string> {
+    // a peer we hold already is keyed by its canonical id: no need to parse it again (hot in send)
+    if (this.peerTable.has(nameOrId) || this.cardService.get(nameOrId) !== undefined) return nameOrId
     if (looksLikePeerId(nameOrId)) {
       try {
         return peerIdFromString(nameOrId).toString()

@@ -188,6 +188,10 @@ export class PeerTable extends TypedEventEmitter<PeerTableEvents> {
     return info
   }
 
+  has (peerId: string): boolean {
+    return this.entries.has(peerId)
+  }
+
   get (peerId: string): PeerInfo | undefined {
     const entry = this.entries.get(peerId)
     return entry === undefined ? undefined : this.info(entry)
