@@ -69,8 +69,11 @@ type Checked = Verified | DeliverResult
 /** After a rate refusal, how long later frames on the same stream are refused too. */
 const OVERLOAD_HOLD_MS = 1000
 
-/** Most envelopes stored in one synced batch. */
-const MAX_ACCEPT_BATCH = 128
+/**
+ * Most envelopes stored in one synced batch: a sender's whole window, so a full window costs one
+ * fsync and one ack write (batches of 128 cost ~40 µs more CPU per message across both sides).
+ */
+const MAX_ACCEPT_BATCH = DELIVERY_WINDOW
 /** Most delivered entries settled in one write. */
 const SETTLE_CHUNK = 128
 /** Frames are written to the stream in chunks of about this much (one `send` each). */
