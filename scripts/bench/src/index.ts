@@ -84,13 +84,17 @@ function installCleanup (): void {
 async function runOne (name: string, opts: Options, profDir: string | undefined): Promise<BenchResult> {
   const mod = await import(`./benchmarks/${name}.js`) as BenchmarkModule
   const workers: Worker[] = []
+  const spawned = new Map<string, number>()
   const ctx: BenchContext = {
     quick: opts.quick,
     signal: interrupt.signal,
     spawn: async (role, args, options = {}) => {
       if (interrupt.signal.aborted) throw new Error('interrupted')
       const nodeArgs = [...(options.nodeArgs ?? [])]
-      if (profDir !== undefined) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${name}-${role}.cpuprofile`)
+      // a role started again (a restarted receiver) gets its own profile: -2, -3, …
+      const n = (spawned.get(role) ?? 0) + 1
+      spawned.set(role, n)
+      if (profDir !== undefined) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${name}-${role}${n > 1 ? `-${n}` : ''}.cpuprofile`)
       const w = await Worker.start(name, role, args, { ...options, nodeArgs })
       workers.push(w)
       return w
