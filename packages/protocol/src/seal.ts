@@ -20,6 +20,11 @@ export interface OpenOptions {
   now?: number
   /** Skip the expiry check (reading one's own stored envelopes). @default false */
   allowExpired?: boolean
+  /**
+   * Verify the signature on libuv's thread pool: for bursts (a delivery window), where several
+   * verifications then run on other cores; a single receipt waits a little longer for it.
+   */
+  offThread?: boolean
 }
 
 /** A verified envelope: the signature checks out and its signer is `envelope.from`. */
@@ -78,7 +83,7 @@ export async function sealEnvelope (envelope: MessageEnvelope, privateKey: Priva
  * `UnsupportedVersionError` or `ExpiredError`.
  */
 export async function openEnvelope (bytes: Uint8Array, options: OpenOptions = {}): Promise<OpenedEnvelope> {
-  const { payload, signer } = await openPayload(bytes, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, options.maxSize ?? MAX_FRAME_SIZE)
+  const { payload, signer } = await openPayload(bytes, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, options.maxSize ?? MAX_FRAME_SIZE, options.offThread)
   const text = decodeUtf8(payload)
   const envelope = decodeVersioned(EnvelopeSchema, parseJson(text), 'envelope') as MessageEnvelope
   if (envelope.from !== signer) {

@@ -642,7 +642,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   private async check (bytes: Uint8Array, remote: string, admitted: boolean): Promise<Checked> {
     let envelope: MessageEnvelope
     try {
-      envelope = (await openEnvelope(bytes, { maxSize: this.maxFrameSize, allowExpired: true })).envelope
+      envelope = (await openEnvelope(bytes, { maxSize: this.maxFrameSize, allowExpired: true, offThread: true })).envelope
     } catch (err) {
       const reason = nackReasonFor(err as Error)
       log('refused a delivery from %s: %s', remote, (err as Error).message)
