@@ -234,8 +234,9 @@ export class CardService extends TypedEventEmitter<CardEvents> {
     const limit = options.limit ?? 20
     const self = this.components.libp2p.peerId.toString()
     const found = new Set<string>()
-    let grace: ReturnType<typeof setTimeout> | undefined
-    try {
+    const grace = Promise.withResolvers<void>()
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const walk = (async () => {
       for await (const event of this.components.libp2p.services.dht.findProviders(await capabilityCid(capability), { signal })) {
         if (event.name !== 'PROVIDER') continue
         for (const provider of event.providers) {
@@ -244,14 +245,21 @@ export class CardService extends TypedEventEmitter<CardEvents> {
           found.add(id)
           options.onProvider?.(id)
         }
-        if (found.size >= limit) break
-        if (found.size > 0 && grace === undefined) grace = setTimeout(() => { query.abort() }, PROVIDER_GRACE_MS)
+        if (found.size >= limit) return
+        timer ??= found.size > 0 ? setTimeout(() => { grace.resolve() }, PROVIDER_GRACE_MS) : undefined
       }
+    })()
+    try {
+      // the grace period ends the search itself: an aborted walk can take a while to unwind
+      // (queries in flight), and nobody needs to wait for that
+      await Promise.race([walk, grace.promise])
     } catch (err) {
       // ending the walk early is how the grace period works; any other failure still counts
-      if (!query.signal.aborted || found.size === 0) throw err
+      if (found.size === 0) throw err
     } finally {
-      clearTimeout(grace)
+      clearTimeout(timer)
+      query.abort()
+      walk.catch(() => {})
     }
     return [...found]
   }
