@@ -304,18 +304,17 @@ export class LevelInbox implements Inbox {
   }
 
   async get (id: string, options: AbortOptions = {}): Promise<InboxEntry | undefined> {
-    this.init.guard()
-    options.signal?.throwIfAborted()
-    await this.received()
-    const loc = await this.byId.get(keyPart(id, 'id'))
-    if (loc === undefined) {
-      return undefined
-    }
-    const value = await (loc.q ? this.quarantine : this.entries).get(loc.key)
-    return value === undefined ? undefined : toEntry(loc.key, header(loc.key, value))
+    const found = await this.record(id, options)
+    return found === undefined ? undefined : toEntry(found.key, header(found.key, found.value))
   }
 
   async bytes (id: string, options: AbortOptions = {}): Promise<Uint8Array | undefined> {
+    const found = await this.record(id, options)
+    return found === undefined ? undefined : decodeRecord<Stored>(found.value)?.blob
+  }
+
+  /** The stored record of `id` (inbox or quarantine) and its receipt key, once pending receipts are written. */
+  private async record (id: string, options: AbortOptions): Promise<{ key: string, value: Uint8Array } | undefined> {
     this.init.guard()
     options.signal?.throwIfAborted()
     await this.received()
@@ -324,7 +323,7 @@ export class LevelInbox implements Inbox {
       return undefined
     }
     const value = await (loc.q ? this.quarantine : this.entries).get(loc.key)
-    return value === undefined ? undefined : decodeRecord<Stored>(value)?.blob
+    return value === undefined ? undefined : { key: loc.key, value }
   }
 
   async ack (ids: string[], options: AbortOptions = {}): Promise<AckResult[]> {
