@@ -39,6 +39,8 @@ export function registerMcp (program: Command): void {
       '  pmesh mcp --name aria --no-mdns --bootstrap /ip4/192.168.1.20/tcp/4001/p2p/12D3KooW…'
     ].join('\n'))
     .action(async (opts: McpOptions, command: Command) => {
+      // read before anything slow: a parent that dies while the node starts must still be noticed
+      const parent = process.ppid
       const { name, home } = globals(command)
       let mesh: Mesh
       let node: MeshNode | undefined
@@ -77,7 +79,6 @@ export function registerMcp (program: Command): void {
       process.once('SIGINT', onInt)
       process.once('SIGTERM', onTerm)
 
-      const parent = process.ppid
       // no ghost servers: the parent (the MCP client) died without closing our stdin
       const watch = setInterval(() => {
         if (process.ppid !== parent) end(`parent process ${parent} went away`)
