@@ -15,10 +15,11 @@ import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { isLoopback } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
+import { MemoryDatastore } from 'datastore-core'
 import { createLibp2p } from 'libp2p'
 import { TypedEventEmitter } from 'main-event'
 import { CARD_PROTOCOL, CARDS_TOPIC, CapabilityNameSchema, TOOL_CALL_METHOD, traceId, DELIVER_PROTOCOL, KAD_PROTOCOL, RPC_PROTOCOL } from '@persona-mesh/protocol'
-import { CardService, searchCards } from './cards/index.js'
+import { CardService, DHT_DATASTORE_PREFIX, searchCards } from './cards/index.js'
 import { AmbiguousNameError, InvalidArgumentError, NotFoundError, NotStartedError, PeerUnreachableError } from './errors.js'
 import { PeerTable } from './peers/peer-table.js'
 import { BroadcastService } from './broadcast/broadcast-service.js'
@@ -38,6 +39,7 @@ import type { PeerInfo } from './peers/peer-table.js'
 import type { HandleOptions, RequestOptions, RpcHandler } from './rpc/index.js'
 import type { GossipSub } from '@libp2p/gossipsub'
 import type { Libp2p, PeerDiscovery, PeerId, PrivateKey } from '@libp2p/interface'
+import type { Datastore } from 'interface-datastore'
 import type { KadDHT } from '@libp2p/kad-dht'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { Card, JsonValue } from '@persona-mesh/protocol'
@@ -171,7 +173,7 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
   private running = false
   private transition: Promise<void> = Promise.resolve()
 
-  constructor (readonly name: string, readonly dataDir: string, readonly libp2p: MeshLibp2p, privateKey: PrivateKey, init: MeshNodeInit) {
+  constructor (readonly name: string, readonly dataDir: string, readonly libp2p: MeshLibp2p, privateKey: PrivateKey, datastore: Datastore, init: MeshNodeInit) {
     super()
     this.peerId = libp2p.peerId.toString()
     this.privateKey = privateKey
@@ -187,7 +189,7 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
         return this.store.outbox.list(query)
       }
     }
-    this.cardService = new CardService({ libp2p, privateKey }, {
+    this.cardService = new CardService({ libp2p, privateKey, datastore }, {
       name,
       protocols: MESH_PROTOCOLS,
       cache: {
@@ -535,7 +537,9 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
       const fetches: Array<Promise<unknown>> = []
       const fetchCard = async (id: string): Promise<void> => {
         if (this.cardService.get(id) !== undefined) return
-        // straight from the provider (the DHT query just told us its addresses); the DHT record if it is away
+        // the DHT record this node holds itself costs no round trip; else straight from the provider
+        // (the DHT query just told us its addresses); else the DHT record from the network
+        if (await this.cardService.heldRecord(id, { signal }).catch(() => undefined) !== undefined) return
         const direct = await this.cardService.fetch(peerIdFromString(id), { signal: AbortSignal.any([signal, AbortSignal.timeout(2000)]) }).catch(() => undefined)
         if (direct === undefined) await this.cardService.lookup(id, { signal }).catch(() => undefined)
       }
@@ -713,8 +717,11 @@ export async function createMeshNode (options: MeshNodeInit = {}): Promise<MeshN
   if (init.mdns ?? true) {
     peerDiscovery.push(dialing(mdns()))
   }
+  // ours, not libp2p's default, so the card service can read the DHT records this node holds
+  const datastore = new MemoryDatastore()
   const libp2p = await createLibp2p({
     privateKey,
+    datastore,
     start: false,
     addresses: {
       listen: init.listen ?? DEFAULT_LISTEN,
@@ -740,6 +747,7 @@ export async function createMeshNode (options: MeshNodeInit = {}): Promise<MeshN
       // (clientMode false) and keeps private/loopback addresses (our peers live on LANs)
       dht: kadDHT({
         protocol: KAD_PROTOCOL,
+        datastorePrefix: DHT_DATASTORE_PREFIX,
         clientMode: false,
         peerInfoMapper: passthroughMapper
       }),
@@ -764,7 +772,7 @@ export async function createMeshNode (options: MeshNodeInit = {}): Promise<MeshN
       })
     }
   })
-  const node = new DefaultMeshNode(name, dataDir, libp2p, privateKey, init)
+  const node = new DefaultMeshNode(name, dataDir, libp2p, privateKey, datastore, init)
   onDiscovered = (id) => { node.dialDiscovered(id) }
   if (init.start ?? true) {
     await node.start()

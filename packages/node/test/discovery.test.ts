@@ -47,6 +47,19 @@ describe('discovery: 10 nodes joined through one bootstrap address (mDNS off)', 
     expect(results[0]!.matched).toContain('dht')
   })
 
+  it('a capability many peers offer: find hears of every provider from the DHT, up to its limit', async () => {
+    const seeker = await mesh.node({ name: 'seeker2', bootstrap: [boot.multiaddrs[0]!] })
+    const generic = nodes.slice(0, 8).map(n => n.peerId).sort()
+    const results = await waitFor(async () => {
+      const found = await seeker.find('generic')
+      return found.filter(r => r.matched.includes('dht')).length === 8 ? found : undefined
+    }, 'find generic to name all 8 providers through the DHT', 30_000)
+    expect(results.map(r => r.peerId).sort()).toEqual(generic)
+    const three = await seeker.find('generic', { limit: 3 })
+    expect(three).toHaveLength(3)
+    for (const r of three) expect(generic).toContain(r.peerId)
+  })
+
   it('ranks free-text search over names, tags and descriptions, and resolves names', async () => {
     await waitFor(async () => (await boot.cards()).length >= 9, 'cards')
     const byTag = await boot.find('prose', { dht: false })

@@ -1,6 +1,9 @@
 import { setMaxListeners } from 'node:events'
 import { logger } from '@libp2p/logger'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
+import { Libp2pRecord } from '@libp2p/record'
+import { Key } from 'interface-datastore'
+import { base32 } from 'multiformats/bases/base32'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
@@ -24,6 +27,7 @@ import type { CardProfile, VerifiedCard } from './index.js'
 import type { GossipSub } from '@libp2p/gossipsub'
 import type { Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/interface'
 import type { KadDHT } from '@libp2p/kad-dht'
+import type { Datastore } from 'interface-datastore'
 import type { Card } from '@persona-mesh/protocol'
 
 const log = logger('persona-mesh:cards')
@@ -34,12 +38,18 @@ const FETCH_TIMEOUT_MS = 5_000
 const DHT_TIMEOUT_MS = 10_000
 /** How much longer a provider query may run once it found a provider. */
 const PROVIDER_GRACE_MS = 50
+/** How many holders of a capability's provider list (ourselves included) must have answered before a search with results ends. */
+const HOLDER_QUORUM = 3
+/** Where kad-dht keeps its records in the libp2p datastore (its `datastorePrefix`, which we set). */
+export const DHT_DATASTORE_PREFIX = '/dht'
 /** Coalesce bursts of "publish now" (start, connects, updates) into one publication. */
 const PUBLISH_DEBOUNCE_MS = 250
 
 export interface CardComponents {
   libp2p: Libp2p<{ dht: KadDHT, pubsub: GossipSub }>
   privateKey: PrivateKey
+  /** The datastore libp2p was given: the DHT keeps the records it holds for others there. */
+  datastore: Datastore
 }
 
 export interface CardServiceInit {
@@ -205,56 +215,95 @@ export class CardService extends TypedEventEmitter<CardEvents> {
     return outcome.card
   }
 
-  /** Look a peer's card up in the DHT (for peers never met). */
+  /** Look a peer's card up in the DHT (for peers never met): the record held here first, then the network. */
   async lookup (peerId: string, options: { signal?: AbortSignal } = {}): Promise<VerifiedCard | undefined> {
     const signal = combined([options.signal ?? AbortSignal.timeout(DHT_TIMEOUT_MS), this.stopController.signal])
+    const local = await this.heldRecord(peerId, { signal }).catch(() => undefined)
+    if (local !== undefined) return local
     for await (const event of this.components.libp2p.services.dht.get(cardDhtKey(peerId), { signal })) {
       if (event.name === 'VALUE') {
-        try {
-          const outcome = await this.accept(event.value, 'dht')
-          if (outcome.card.card.peerId === peerId) return outcome.card
-        } catch (err) {
-          if ((err as Error).name === 'StaleRecordError') return this.get(peerId)
-          log('bad card for %s from the DHT: %s', peerId, (err as Error).message)
-        }
+        const found = await this.acceptRecord(peerId, event.value)
+        if (found !== undefined) return found
       }
     }
     return this.get(peerId)
   }
 
   /**
+   * The card record this node holds itself, as one of the DHT peers closest to the record's key;
+   * no network. On a small private DHT every node holds every record, on a large one a few do.
+   * kad-dht's own `get` would read it too, but only hands it out once the whole walk has answered.
+   */
+  async heldRecord (peerId: string, options: { signal?: AbortSignal } = {}): Promise<VerifiedCard | undefined> {
+    const key = new Key(`${DHT_DATASTORE_PREFIX}/record/${base32.baseEncode(cardDhtKey(peerId))}`, false)
+    let stored: Uint8Array
+    try {
+      stored = await this.components.datastore.get(key, options)
+    } catch (err) {
+      if ((err as Error).name === 'NotFoundError') return undefined
+      throw err
+    }
+    return await this.acceptRecord(peerId, Libp2pRecord.deserialize(stored).value)
+  }
+
+  /** Accept a DHT card record for `peerId`; the card held for it (if any) when the record is older or bad. */
+  private async acceptRecord (peerId: string, value: Uint8Array): Promise<VerifiedCard | undefined> {
+    try {
+      const outcome = await this.accept(value, 'dht')
+      if (outcome.card.card.peerId === peerId) return outcome.card
+    } catch (err) {
+      if ((err as Error).name === 'StaleRecordError') return this.get(peerId)
+      log('bad card for %s from the DHT: %s', peerId, (err as Error).message)
+    }
+    return undefined
+  }
+
+  /**
    * PeerIds that announced `capability` in the DHT (ours excluded). A walk of the whole DHT can take
-   * long after the first answers came in: once a provider is known, the query gets at most
-   * `PROVIDER_GRACE_MS` more to find others. `onProvider` hears of each one as it is found, so the
-   * caller can start on it (fetch its card) while the walk goes on.
+   * long after the first answers came in, so once a provider is known the search ends at the first of:
+   * - `limit` providers found;
+   * - `HOLDER_QUORUM` holders of the list answered (this node's own provider store counts as one).
+   *   Provider records live on the k peers closest to the key and each of those holds all of them,
+   *   bar peers that were away when a provider announced: once a few holders answered, asking the
+   *   rest rarely adds anyone;
+   * - `PROVIDER_GRACE_MS` passed (a DHT whose holders are slow or gone).
+   * `onProvider` hears of each provider as it is found, so the caller can start on it (fetch its
+   * card) while the walk goes on.
    */
   async findProviders (capability: string, options: { signal?: AbortSignal, limit?: number, onProvider?: (peerId: string) => void } = {}): Promise<string[]> {
     const query = new AbortController()
     const signal = combined([options.signal ?? AbortSignal.timeout(DHT_TIMEOUT_MS), this.stopController.signal, query.signal])
     const limit = options.limit ?? 20
-    const self = this.components.libp2p.peerId.toString()
+    const self = this.components.libp2p.peerId
     const found = new Set<string>()
-    const grace = Promise.withResolvers<void>()
+    let holders = 0
+    // resolved when the search has its answer: the walk is then left to unwind on its own
+    const done = Promise.withResolvers<void>()
     let timer: ReturnType<typeof setTimeout> | undefined
     const walk = (async () => {
+      // every provider comes in a PEER_RESPONSE (ours, from the local provider store, first); the
+      // PROVIDER events that follow only repeat the new ones
       for await (const event of this.components.libp2p.services.dht.findProviders(await capabilityCid(capability), { signal })) {
-        if (event.name !== 'PROVIDER') continue
+        if (event.name !== 'PEER_RESPONSE' || event.providers.length === 0) continue
         for (const provider of event.providers) {
           const id = provider.id.toString()
-          if (id === self || found.has(id) || found.size >= limit) continue
+          if (provider.id.equals(self) || found.has(id) || found.size >= limit) continue
           found.add(id)
           options.onProvider?.(id)
         }
-        if (found.size >= limit) return
-        timer ??= found.size > 0 ? setTimeout(() => { grace.resolve() }, PROVIDER_GRACE_MS) : undefined
+        holders++
+        if (found.size >= limit || (found.size > 0 && holders >= HOLDER_QUORUM)) {
+          done.resolve()
+          return
+        }
+        timer ??= found.size > 0 ? setTimeout(() => { done.resolve() }, PROVIDER_GRACE_MS) : undefined
       }
     })()
     try {
-      // the grace period ends the search itself: an aborted walk can take a while to unwind
-      // (queries in flight), and nobody needs to wait for that
-      await Promise.race([walk, grace.promise])
+      // an aborted walk can take a while to unwind (queries in flight), and nobody needs to wait for that
+      await Promise.race([walk, done.promise])
     } catch (err) {
-      // ending the walk early is how the grace period works; any other failure still counts
+      // ending the walk early is how the search ends; any other failure still counts
       if (found.size === 0) throw err
     } finally {
       clearTimeout(timer)

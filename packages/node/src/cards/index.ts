@@ -1,6 +1,6 @@
 import type { Card, CapabilityInit, ToolSpec } from '@persona-mesh/protocol'
 
-export { CardService, type CardServiceInit, type CardComponents } from './card-service.js'
+export { CardService, DHT_DATASTORE_PREFIX, type CardServiceInit, type CardComponents } from './card-service.js'
 export { searchCards, type SearchHit } from './search.js'
 
 /** What a persona says about itself; the node adds identity, addresses, times and signature. */
