@@ -1,9 +1,8 @@
 import { newId, traceId } from '@persona-mesh/protocol'
-import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from './constants.js'
-import { batch, clampLimit, type Db, type EncodedOp, encodePut, indexSub, jsonSub, keyPart, type Op, pad, SEP, type Sub, timestamp } from './db.js'
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_SCAN } from './constants.js'
+import { batch, clampLimit, type Db, decodeCursor, type EncodedOp, encodeCursor, encodePut, indexSub, type Iter, jsonSub, keyPart, type Op, pad, type Range, SEP, type Sub, timestamp, under } from './db.js'
 import { InvalidRecordError, writeError } from './errors.js'
 import type { AbortOptions, AuditEvent, AuditLog, AuditQuery, Page } from './index.js'
-import { readPage } from './page.js'
 
 const TRACEPARENT = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/
 const TRACE_ID = /^[0-9a-f]{32}$/
@@ -28,14 +27,38 @@ function indexKeys (key: string, e: AuditEvent): string[] {
   return keys
 }
 
-/** Append-only, keyed by time; indexed by trace id, peer and message/task id. */
+/** Most events in one stored block. */
+const MAX_BLOCK = 256
+/** Blocks read per step of a query. */
+const CHUNK = 64
+
+/** A stored block: the events of one write that share a time (a single event in the first layout). */
+type Block = AuditEvent[] | AuditEvent
+
+function eventsOf (block: Block): AuditEvent[] {
+  return Array.isArray(block) ? block : [block]
+}
+
+/** The index keys of a block: one per distinct trace id, peer and id among its events. */
+function blockIndexKeys (key: string, events: AuditEvent[]): string[] {
+  const keys = new Set<string>()
+  for (const e of events) for (const k of indexKeys(key, e)) keys.add(k)
+  return [...keys]
+}
+
+/**
+ * Append-only, in time order; indexed by trace id, peer and message/task id. Events written
+ * together that share a time are stored as one block (`${pad(at)}\0${ulid}` → events), indexed
+ * once per distinct trace, peer and id in it: a burst of deliveries to one peer costs one peer
+ * index entry, not one per message, and one record instead of hundreds. Blocks of the first
+ * layout (one event each) read the same way.
+ */
 export class LevelAuditLog implements AuditLog {
-  /** `${pad(at)}\0${ulid}` → event. */
-  private readonly events: Sub<AuditEvent>
+  private readonly blocks: Sub<Block>
   private readonly index: Sub<string>
 
   constructor (private readonly init: AuditLogInit) {
-    this.events = jsonSub(init.db, 'au')
+    this.blocks = jsonSub(init.db, 'au')
     this.index = indexSub(init.db, 'aui')
   }
 
@@ -46,34 +69,28 @@ export class LevelAuditLog implements AuditLog {
   async append (events: AuditEvent[], options: AbortOptions = {}): Promise<void> {
     this.init.guard()
     options.signal?.throwIfAborted()
-    const ops: EncodedOp[] = []
-    for (const e of events) {
-      validateEvent(e)
-      const key = `${pad(e.at)}${SEP}${newId()}`
-      ops.push(encodePut(this.events, key, e))
-      for (const k of indexKeys(key, e)) ops.push(encodePut(this.index, k, ''))
-    }
-    if (ops.length === 0) return
+    for (const e of events) validateEvent(e)
+    if (events.length === 0) return
     await new Promise<void>((resolve, reject) => {
-      for (const op of ops) this.queued.push(op)
+      for (const e of events) this.queued.push(e)
       this.waiters.push({ resolve, reject })
       this.running ??= new Promise<void>(resolve => { setImmediate(resolve) }).then(async () => { await this.write() })
     })
   }
 
-  private queued: EncodedOp[] = []
+  private queued: AuditEvent[] = []
   private waiters: Array<{ resolve: () => void, reject: (err: Error) => void }> = []
   private running: Promise<void> | undefined
 
   private async write (): Promise<void> {
     try {
       while (this.queued.length > 0) {
-        const ops = this.queued
+        const events = this.queued
         const waiters = this.waiters
         this.queued = []
         this.waiters = []
         try {
-          await batch(this.init.db, ops, false)
+          await batch(this.init.db, this.encode(events), false)
           for (const w of waiters) w.resolve()
         } catch (err) {
           const e = writeError(err)
@@ -85,28 +102,112 @@ export class LevelAuditLog implements AuditLog {
     }
   }
 
+  /** Events (in append order) → blocks of events with the same time, and their index entries. */
+  private encode (events: AuditEvent[]): EncodedOp[] {
+    const byTime = new Map<number, AuditEvent[][]>()
+    for (const e of events) {
+      let blocks = byTime.get(e.at)
+      if (blocks === undefined) byTime.set(e.at, blocks = [[]])
+      let last = blocks[blocks.length - 1]!
+      if (last.length === MAX_BLOCK) blocks.push(last = [])
+      last.push(e)
+    }
+    const ops: EncodedOp[] = []
+    for (const [at, blocks] of byTime) {
+      for (const block of blocks) {
+        const key = `${pad(at)}${SEP}${newId()}`
+        ops.push(encodePut(this.blocks, key, block))
+        for (const k of blockIndexKeys(key, block)) ops.push(encodePut(this.index, k, ''))
+      }
+    }
+    return ops
+  }
+
   /** Resolves once every appended event is written. */
   async drain (): Promise<void> {
     while (this.running !== undefined) await this.running
   }
 
+  /**
+   * One page in time order. The cursor names the block and the position in it of the last event
+   * returned (or looked at: a selective query over many events returns a short page with
+   * `more: true` after `MAX_SCAN` events rather than reading everything).
+   */
   async query (query: AuditQuery = {}): Promise<Page<AuditEvent>> {
     this.init.guard()
     const { trace, peer, id } = query
-    let prefix: string | undefined
-    if (trace !== undefined) prefix = `t${SEP}${traceKey(trace)}${SEP}`
+    const limit = clampLimit(query.limit, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    const tk = trace === undefined ? undefined : traceKey(trace)
+    let prefix = ''
+    if (tk !== undefined) prefix = `t${SEP}${tk}${SEP}`
     else if (id !== undefined) prefix = `i${SEP}${keyPart(id, 'id')}${SEP}`
     else if (peer !== undefined) prefix = `p${SEP}${keyPart(peer, 'peer')}${SEP}`
-    return await readPage({
-      primary: this.events,
-      ...(prefix === undefined ? {} : { index: this.index, prefix }),
-      cursor: query.cursor,
-      limit: clampLimit(query.limit, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
-      ...(query.since === undefined ? {} : { start: pad(timestamp(query.since, 'since')) }),
-      ...(query.until === undefined ? {} : { end: pad(timestamp(query.until, 'until')) }),
-      signal: query.signal,
-      map: (_key, e) => (peer === undefined || e.peer === peer) && (id === undefined || e.id === id) ? e : undefined
-    })
+    const matches = (e: AuditEvent): boolean =>
+      (tk === undefined || (e.trace !== undefined && traceKey(e.trace) === tk)) &&
+      (peer === undefined || e.peer === peer) &&
+      (id === undefined || e.id === id)
+
+    const after = parseCursor(query.cursor)
+    const range: Range = prefix === '' ? {} : under(prefix)
+    if (after !== undefined) {
+      // the cursor's block again, from the event after the last one returned
+      delete range.gt
+      range.gte = prefix + after.key
+    }
+    if (query.since !== undefined) {
+      const start = prefix + pad(timestamp(query.since, 'since'))
+      if (range.gte === undefined || range.gte < start) range.gte = start
+    }
+    if (query.until !== undefined) {
+      const end = prefix + pad(timestamp(query.until, 'until'))
+      if (range.lt === undefined || end < range.lt) range.lt = end
+    }
+
+    const entries: AuditEvent[] = []
+    let cursor: Position | undefined
+    let scanned = 0
+    let more = false
+    const it = prefix === '' ? this.blocks.iterator(range) : this.index.keys(range)
+    try {
+      outer: for (;;) {
+        query.signal?.throwIfAborted()
+        let blocks: Array<[string, Block | undefined]>
+        if (prefix === '') {
+          blocks = await (it as Iter<[string, Block]>).nextv(CHUNK)
+        } else {
+          const keys = (await (it as Iter<string>).nextv(CHUNK)).map(k => k.slice(prefix.length))
+          const values = keys.length === 0 ? [] : await this.blocks.getMany(keys)
+          blocks = keys.map((k, i) => [k, values[i]])
+        }
+        if (blocks.length === 0) break
+        for (const [key, block] of blocks) {
+          if (block === undefined) continue
+          const events = eventsOf(block)
+          const from = after !== undefined && key === after.key ? after.index + 1 : 0
+          for (let i = from; i < events.length; i++) {
+            const e = events[i]!
+            if (matches(e)) {
+              if (entries.length === limit) {
+                more = true
+                break outer
+              }
+              entries.push(e)
+            }
+            cursor = { key, index: i }
+            if (++scanned >= MAX_SCAN) {
+              more = true
+              break outer
+            }
+          }
+        }
+      }
+    } finally {
+      await it.close()
+    }
+    const page: Page<AuditEvent> = { entries, more }
+    if (cursor !== undefined) page.nextCursor = encodeCursor(`${cursor.key}${SEP}${cursor.index}`)
+    else if (query.cursor !== undefined && query.cursor !== '') page.nextCursor = query.cursor
+    return page
   }
 
   async prune (before: number, options: AbortOptions = {}): Promise<number> {
@@ -115,22 +216,39 @@ export class LevelAuditLog implements AuditLog {
     let pruned = 0
     for (;;) {
       options.signal?.throwIfAborted()
-      const chunk = await this.events.iterator({ lt: bound, limit: 1000 }).all()
+      const chunk = await this.blocks.iterator({ lt: bound, limit: 1000 }).all()
       if (chunk.length === 0) break
       const ops: Op[] = []
-      for (const [key, e] of chunk) {
-        ops.push({ type: 'del', sublevel: this.events, key })
-        for (const k of indexKeys(key, e)) ops.push({ type: 'del', sublevel: this.index, key: k })
+      for (const [key, block] of chunk) {
+        const events = eventsOf(block)
+        ops.push({ type: 'del', sublevel: this.blocks, key })
+        for (const k of blockIndexKeys(key, events)) ops.push({ type: 'del', sublevel: this.index, key: k })
+        pruned += events.length
       }
       try {
         await batch(this.init.db, ops, false)
       } catch (err) {
         throw writeError(err)
       }
-      pruned += chunk.length
     }
     return pruned
   }
+}
+
+/** Where a page stopped: a block and the index of the last event looked at in it. */
+interface Position {
+  key: string
+  index: number
+}
+
+function parseCursor (cursor: string | undefined): Position | undefined {
+  const text = decodeCursor(cursor)
+  if (text === undefined) return undefined
+  const at = text.lastIndexOf(SEP)
+  const index = Number(text.slice(at + 1))
+  // a cursor of the first layout names the last event's own record: resume after all of it
+  if (at <= 0 || !Number.isSafeInteger(index) || index < 0 || text.indexOf(SEP) === at) return { key: text, index: Number.MAX_SAFE_INTEGER }
+  return { key: text.slice(0, at), index }
 }
 
 function validateEvent (e: AuditEvent): void {
