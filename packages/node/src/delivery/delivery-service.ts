@@ -76,6 +76,8 @@ const OVERLOAD_HOLD_MS = 1000
 const MAX_ACCEPT_BATCH = DELIVERY_WINDOW
 /** Most delivered entries settled in one write. */
 const SETTLE_CHUNK = 128
+/** Most envelope bytes a flush holds for entries queued behind it (else it reads them from the queue). */
+const MAX_TAIL_BYTES = 4 * 1024 * 1024
 /** Frames are written to the stream in chunks of about this much (one `send` each). */
 const WRITE_CHUNK_BYTES = 128 * 1024
 const RANK: Record<string, number> = { high: 0, normal: 1, low: 2 }
@@ -94,6 +96,14 @@ interface PeerState {
   paused: boolean
   /** Acked, settlement not yet durable: still in the outbox, must not be sent again. */
   settling: Set<string>
+  /**
+   * Entries queued since the running flush began its last read of the queue, in queue order (see
+   * `onQueued`); `undefined` when nobody collects them.
+   */
+  tail?: OutboxEntry[]
+  tailBytes: number
+  /** That read reached the end of the queue: `tail` holds everything after it, no need to read again. */
+  caughtUp: boolean
   /** Wakes a flush waiting for answers (or for the window) when something was queued. */
   wake?: () => void
 }
@@ -211,9 +221,35 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       // a note to self: straight into our own inbox, same path as a delivery
       void this.deliverLocally(envelope, bytes)
     } else {
-      this.kick(to, false, { priority: envelope.priority, id: envelope.id })
+      this.onQueued({ id: envelope.id, to, priority: envelope.priority, seq, createdAt: envelope.createdAt, expiresAt: envelope.expiresAt, bytes, attempts: 0, nextAttemptAt: 0 })
     }
     return { id: envelope.id, to, status: 'queued' }
+  }
+
+  /**
+   * `entry` is durably queued. A flush that has read its queue to the end takes it from its tail
+   * rather than reading the queue again: at a steady rate of sends that read would cost more than
+   * the rest of the sender's storage work. Out of order (before something already read or
+   * collected) it makes the flush read the queue from the start instead, as before.
+   */
+  private onQueued (entry: OutboxEntry): void {
+    const state = this.peers.get(entry.to)
+    const tail = state?.tail
+    if (state?.flushing === true && tail !== undefined) {
+      const last = tail[tail.length - 1]
+      if (tail.length >= DELIVERY_PAGE || state.tailBytes + entry.bytes.byteLength > MAX_TAIL_BYTES) {
+        // a flush held up (a full window): let it read the queue, not hold envelopes in memory
+        state.tail = []
+        state.tailBytes = 0
+        state.caughtUp = false
+      } else if (!before(entry, state) && (last === undefined || !before(entry, { rank: RANK[last.priority] ?? 1, lastId: last.id }))) {
+        tail.push(entry)
+        state.tailBytes += entry.bytes.byteLength
+      } else {
+        state.restart = true
+      }
+    }
+    this.kick(entry.to, false, entry)
   }
 
   /** Try delivering to `peer` now (connected, discovered, or because `queued` was just queued for it). */
@@ -240,7 +276,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   private state (peer: string): PeerState {
     let state = this.peers.get(peer)
     if (state === undefined) {
-      state = { flushing: false, again: false, retryAt: 0, delay: RETRY_MIN_MS, restart: false, rank: 0, lastId: '', paused: false, settling: new Set() }
+      state = { flushing: false, again: false, retryAt: 0, delay: RETRY_MIN_MS, restart: false, rank: 0, lastId: '', paused: false, settling: new Set(), tailBytes: 0, caughtUp: false }
       this.peers.set(peer, state)
     }
     return state
@@ -270,6 +306,9 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       if (link !== undefined) void this.closeLink(link)
     } finally {
       state.flushing = false
+      state.tail = undefined
+      state.tailBytes = 0
+      state.caughtUp = false
       state.wake = undefined
       link = this.links.get(peer)
       if (link !== undefined && link.inFlight.size === 0) this.idleLink(link)
@@ -294,9 +333,24 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
         after = undefined
         state.rank = 0
         state.lastId = ''
+        state.caughtUp = false
       }
       state.again = false
-      const page = await store.outbox.pending(peer, after === undefined ? { limit: DELIVERY_PAGE } : { limit: DELIVERY_PAGE, after })
+      let page: OutboxEntry[]
+      if (state.caughtUp && !state.restart) {
+        // everything queued since the last read, in order; what that read returned already is behind the position
+        page = state.tail!.filter(entry => !before(entry, state) && entry.id !== state.lastId)
+        state.tail = []
+        state.tailBytes = 0
+      } else {
+        // collect what gets queued from here on; a read that ends short of a page reached the end
+        state.tail = []
+        state.tailBytes = 0
+        state.caughtUp = false
+        page = await store.outbox.pending(peer, after === undefined ? { limit: DELIVERY_PAGE } : { limit: DELIVERY_PAGE, after })
+        if (state.restart) continue
+        state.caughtUp = page.length < DELIVERY_PAGE
+      }
       if (page.length === 0) {
         // everything queued is on its way: wait for the answers, or for something new to send
         while (link !== undefined && link.inFlight.size > 0 && !state.again && !state.restart && !state.paused && link.broken === undefined) {
