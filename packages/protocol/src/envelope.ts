@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { DEFAULT_MESSAGE_TTL_MS, MAX_METHOD_LENGTH, WIRE_VERSION } from './constants.js'
 import { newId, newTrace, PeerIdStringSchema, TraceSchema, UlidSchema } from './ids.js'
-import type { JsonValue } from './json.js'
+import { isJsonValue, type JsonValue } from './json.js'
 
 export const MESSAGE_KINDS = [
   'message',
@@ -17,6 +17,9 @@ export const MESSAGE_KINDS = [
 
 export const MessageKindSchema = z.enum(MESSAGE_KINDS)
 export type MessageKind = z.infer<typeof MessageKindSchema>
+
+/** Any JSON value, checked in place: `z.json()` would copy every body it checks. */
+export const JsonBodySchema = z.custom<JsonValue>(value => isJsonValue(value), { message: 'not a JSON value (or nested too deeply)' })
 
 export const PRIORITIES = ['low', 'normal', 'high'] as const
 export const PrioritySchema = z.enum(PRIORITIES)
@@ -45,7 +48,7 @@ export const EnvelopeSchema = z.strictObject({
   seq: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
   createdAt: Timestamp,
   expiresAt: Timestamp,
-  body: z.json()
+  body: JsonBodySchema
 }).refine(e => e.expiresAt >= e.createdAt, { message: 'expiresAt is before createdAt', path: ['expiresAt'] })
 
 export type MessageEnvelope = Omit<z.infer<typeof EnvelopeSchema>, 'body'> & { body: JsonValue }

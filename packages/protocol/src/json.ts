@@ -67,6 +67,42 @@ function write (value: unknown, depth: number, maxDepth: number): string {
 }
 
 /**
+ * Is `value` a JSON value: strings, finite numbers, booleans, null, and arrays and plain objects of
+ * them, at most `maxDepth` deep? Checked in place, without building a copy (as a schema would):
+ * bodies are checked on every send and receipt.
+ */
+export function isJsonValue (value: unknown, maxDepth: number = MAX_JSON_DEPTH): boolean {
+  return check(value, 0, maxDepth)
+}
+
+function check (value: unknown, depth: number, maxDepth: number): boolean {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return true
+    case 'number':
+      return Number.isFinite(value)
+    case 'object': {
+      if (value === null) return true
+      if (depth >= maxDepth) return false
+      if (Array.isArray(value)) {
+        // a hole reads as `undefined`, which is not JSON
+        for (let i = 0; i < value.length; i++) if (!check(value[i], depth + 1, maxDepth)) return false
+        return true
+      }
+      const proto = Object.getPrototypeOf(value)
+      if (proto !== Object.prototype && proto !== null) return false
+      for (const key of Object.keys(value)) {
+        if (!check((value as Record<string, unknown>)[key], depth + 1, maxDepth)) return false
+      }
+      return true
+    }
+    default:
+      return false
+  }
+}
+
+/**
  * How deeply the JSON text nests, counted without building objects. Lets a decoder refuse a
  * hostile document (`[[[[…`) before `JSON.parse` recurses into it.
  */

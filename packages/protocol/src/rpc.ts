@@ -3,6 +3,7 @@ import { MAX_METHOD_LENGTH, WIRE_VERSION } from './constants.js'
 import { MalformedMessageError } from './errors.js'
 import { parseJson } from './json.js'
 import { MAX_NACK_MESSAGE, NackReasonSchema } from './nack.js'
+import { JsonBodySchema } from './envelope.js'
 import { decodeVersioned } from './seal.js'
 import type { JsonValue } from './json.js'
 import type { NackReason } from './nack.js'
@@ -24,7 +25,7 @@ export const RpcRequestFrameSchema = z.strictObject({
   method: z.string().min(1).max(MAX_METHOD_LENGTH),
   /** How long the caller will wait, in ms; the handler is bounded by it. */
   timeout: z.number().int().positive().max(MAX_RPC_TIMEOUT_MS),
-  body: z.json()
+  body: JsonBodySchema
 })
 
 export const RpcCancelFrameSchema = z.strictObject({
@@ -37,7 +38,7 @@ export const RpcResponseFrameSchema = z.strictObject({
   v: z.literal(WIRE_VERSION),
   t: z.literal('res'),
   id: RequestId,
-  body: z.json()
+  body: JsonBodySchema
 })
 
 export const RpcNackFrameSchema = z.strictObject({

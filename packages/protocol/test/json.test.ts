@@ -1,6 +1,7 @@
 import {
   canonicalEncode,
   canonicalStringify,
+  isJsonValue,
   jsonDepth,
   MAX_JSON_DEPTH,
   MalformedMessageError,
@@ -154,5 +155,30 @@ describe('parseJson', () => {
   ])('refuses invalid JSON: %s', (_, input) => {
     expectMalformed(() => parseJson(input), /not valid JSON/)
     expectMalformed(() => parseJson(new TextEncoder().encode(input)), /not valid JSON/)
+  })
+})
+
+describe('isJsonValue', () => {
+  it('accepts what JSON.parse can give, nested, and objects without a prototype', () => {
+    for (const v of [null, true, 0, -1.5, '', 'x', [], {}, [1, 'a', null, [{}]], { a: { b: [true, { c: 'd' }] } }, JSON.parse('{"__proto__":{"x":1}}'), Object.create(null)]) {
+      expect(isJsonValue(v)).toBe(true)
+    }
+  })
+
+  it('refuses what JSON cannot carry: non-finite numbers, undefined, holes, functions, symbols, bigints, class instances', () => {
+    // eslint-disable-next-line no-sparse-arrays
+    for (const v of [Number.NaN, Infinity, undefined, [1, , 2], [undefined], { a: undefined }, () => 1, Symbol('s'), 1n, new Date(0), new Map(), new Uint8Array(2), { nested: [new Date(0)] }]) {
+      expect(isJsonValue(v)).toBe(false)
+    }
+  })
+
+  it('refuses nesting past the limit, and so a cycle', () => {
+    let deep: unknown = 'leaf'
+    for (let i = 0; i < 64; i++) deep = [deep]
+    expect(isJsonValue(deep)).toBe(true)
+    expect(isJsonValue([deep])).toBe(false)
+    const cycle: Record<string, unknown> = {}
+    cycle.self = cycle
+    expect(isJsonValue(cycle)).toBe(false)
   })
 })
