@@ -48,16 +48,8 @@ export type Op =
   | { type: 'del', sublevel: Sub<any>, key: string }
   | EncodedOp
 
-/**
- * LevelDB's memtable size. The default (4 MiB) fills every thousand or so delivered messages, and
- * every flush adds a level-0 file to compact; at 16 MiB a queue entry's put and its delete after
- * the ack mostly meet in memory and never reach a table. Measured: about a fifth less CPU per
- * message in the store, for at most 32 MiB of memory while a burst is being written.
- */
-const WRITE_BUFFER_SIZE = 16 * 1024 * 1024
-
 export function openLevel (path: string): Db {
-  return new Level<string, unknown>(path, { keyEncoding: 'utf8', valueEncoding: 'json', writeBufferSize: WRITE_BUFFER_SIZE })
+  return new Level<string, unknown>(path, { keyEncoding: 'utf8', valueEncoding: 'json' })
 }
 
 type Codec = 'json' | 'utf8' | 'view'
