@@ -334,6 +334,23 @@ describe('durable delivery between two live nodes', () => {
     expect(reads).toBeLessThan(i / 30)
   })
 
+  it('after a flush delivered everything, a later message of any priority is still found (the next flush resumes only past delivered ones)', async () => {
+    const kira = await mesh.node({ name: 'kira' })
+    const aria = await mesh.node({ name: 'aria' })
+    await aria.dial(kira.multiaddrs[0]!)
+    const delivered = record(aria, 'message:delivered')
+    const ids: string[] = []
+    for (let i = 0; i < 20; i++) ids.push((await aria.send(kira.peerId, { i })).id)
+    await waitFor(() => delivered.length === 20 && (aria as unknown as { delivery: { peers: Map<string, { flushing: boolean }> } }).delivery.peers.get(kira.peerId)?.flushing === false, 'the first 20 delivered and the flush over')
+    // sorts before where the last flush stopped (higher priority), at it, and after it
+    for (const priority of ['high', 'normal', 'low'] as const) {
+      ids.push((await aria.send(kira.peerId, { priority }, { priority })).id)
+      await waitFor(() => delivered.length === ids.length, `the ${priority} one delivered`)
+    }
+    expect(delivered.map(d => d.id)).toEqual(ids)
+    expect((await aria.status()).outbox.queued).toBe(0)
+  })
+
   it('FIFO per recipient holds when the receiver answers overloaded', async () => {
     const kira = await mesh.node({ name: 'kira', start: false, deliveryRateLimit: { rate: 5, burst: 5 } })
     const aria = await mesh.node({ name: 'aria' })

@@ -104,6 +104,14 @@ interface PeerState {
   tailBytes: number
   /** That read reached the end of the queue: `tail` holds everything after it, no need to read again. */
   caughtUp: boolean
+  /**
+   * Where the last complete flush stopped: everything queued up to there was delivered (or is being
+   * settled), so the next flush reads on from there rather than from the queue's start, where
+   * LevelDB would step over the deleted records of every message delivered lately.
+   */
+  resume?: Pick<OutboxEntry, 'priority' | 'id'>
+  /** A settlement failed since the flush began: its entries are still queued behind the position. */
+  settleFailed: boolean
   /** Wakes a flush waiting for answers (or for the window) when something was queued. */
   wake?: () => void
 }
@@ -234,6 +242,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
    */
   private onQueued (entry: OutboxEntry): void {
     const state = this.peers.get(entry.to)
+    if (state?.resume !== undefined && before(entry, { rank: RANK[state.resume.priority] ?? 1, lastId: state.resume.id })) state.resume = undefined
     const tail = state?.tail
     if (state?.flushing === true && tail !== undefined) {
       const last = tail[tail.length - 1]
@@ -276,7 +285,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   private state (peer: string): PeerState {
     let state = this.peers.get(peer)
     if (state === undefined) {
-      state = { flushing: false, again: false, retryAt: 0, delay: RETRY_MIN_MS, restart: false, rank: 0, lastId: '', paused: false, settling: new Set(), tailBytes: 0, caughtUp: false }
+      state = { flushing: false, again: false, retryAt: 0, delay: RETRY_MIN_MS, restart: false, rank: 0, lastId: '', paused: false, settling: new Set(), tailBytes: 0, caughtUp: false, settleFailed: false }
       this.peers.set(peer, state)
     }
     return state
@@ -324,7 +333,13 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
    */
   private async deliverAll (peer: string, state: PeerState): Promise<boolean> {
     const { store } = this.components
-    let after: OutboxEntry | undefined
+    let after = state.resume
+    state.resume = undefined
+    state.settleFailed = false
+    if (after !== undefined) {
+      state.rank = RANK[after.priority] ?? 1
+      state.lastId = after.id
+    }
     let link: Link | undefined
     for (;;) {
       if (!this.started) return false
@@ -359,6 +374,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
         if (link?.broken !== undefined) throw link.broken
         if (state.paused && link !== undefined) return await this.pause(link, state, peer)
         if (state.again || state.restart) continue
+        if (!state.settleFailed) state.resume = after
         return true
       }
       link ??= await this.openLink(peer)
@@ -567,7 +583,16 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       this.emit(`message:${outcome.status}`, { id: entry.id, to: entry.to, reason: outcome.reason })
     } catch (err) {
       log.error('could not settle %s: %e', entry.id, err)
+      this.settlementFailed(entry.to)
     }
+  }
+
+  /** A settlement for `peer` failed: its entry is still queued, behind where a flush would resume. */
+  private settlementFailed (peer: string): void {
+    const state = this.peers.get(peer)
+    if (state === undefined) return
+    state.resume = undefined
+    state.settleFailed = true
   }
 
   private async settleAcked (): Promise<void> {
@@ -586,6 +611,8 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       })
     } catch (err) {
       log.error('could not settle %d delivered messages: %e', entries.length, err)
+      // the next flush must read them again, from the start of the queue
+      for (const entry of entries) this.settlementFailed(entry.to)
     } finally {
       // settled (or not: then the next flush sends them again, and the receiver acks a duplicate)
       for (const entry of entries) this.peers.get(entry.to)?.settling.delete(entry.id)
