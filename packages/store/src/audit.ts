@@ -3,12 +3,15 @@ import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_SCAN } from './constants.js'
 import { batch, clampLimit, type Db, decodeCursor, type EncodedOp, encodeCursor, encodePut, indexSub, type Iter, jsonSub, keyPart, type Op, pad, type Range, SEP, type Sub, timestamp, under } from './db.js'
 import { InvalidRecordError, writeError } from './errors.js'
 import type { AbortOptions, AuditEvent, AuditLog, AuditQuery, Page } from './index.js'
+import type { SyncWriter } from './writer.js'
 
 const TRACEPARENT = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/
 const TRACE_ID = /^[0-9a-f]{32}$/
 
 export interface AuditLogInit {
   db: Db
+  /** Events ride along with the store's next batch (unsynced: an audit trail tolerates losing its last events in a machine crash). */
+  writer: SyncWriter
   guard: () => void
 }
 
@@ -90,11 +93,10 @@ export class LevelAuditLog implements AuditLog {
         this.queued = []
         this.waiters = []
         try {
-          await batch(this.init.db, this.encode(events), false)
+          await this.init.writer.write(this.encode(events), { sync: false })
           for (const w of waiters) w.resolve()
         } catch (err) {
-          const e = writeError(err)
-          for (const w of waiters) w.reject(e)
+          for (const w of waiters) w.reject(err as Error)
         }
       }
     } finally {

@@ -131,7 +131,7 @@ class LevelMeshStore implements MeshStore {
     this.inbox = new LevelInbox({ db, serial: inboxSerial, guard, dedupeTtl: limits.dedupeTtl })
     this.cards = new LevelCardCache({ db, serial: miscSerial, guard })
     this.tasks = new LevelTaskStore({ db, serial: miscSerial, guard })
-    this.audit = new LevelAuditLog({ db, guard })
+    this.audit = new LevelAuditLog({ db, writer: this.writer, guard })
     this.meta = new LevelMetaStore({ db, writer: this.writer, guard })
   }
 
