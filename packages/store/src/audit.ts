@@ -109,9 +109,15 @@ export class LevelAuditLog implements AuditLog {
     const byTime = new Map<number, AuditEvent[][]>()
     for (const e of events) {
       let blocks = byTime.get(e.at)
-      if (blocks === undefined) byTime.set(e.at, blocks = [[]])
+      if (blocks === undefined) {
+        blocks = [[]]
+        byTime.set(e.at, blocks)
+      }
       let last = blocks[blocks.length - 1]!
-      if (last.length === MAX_BLOCK) blocks.push(last = [])
+      if (last.length === MAX_BLOCK) {
+        last = []
+        blocks.push(last)
+      }
       last.push(e)
     }
     const ops: EncodedOp[] = []
