@@ -23,6 +23,7 @@ import {
   WIRE_VERSION
 } from '@persona-mesh/protocol'
 import { beforeAll, describe, expect, it } from 'vitest'
+import { rejection } from './rejection.js'
 
 let alice: PrivateKey
 let mallory: PrivateKey
@@ -44,15 +45,6 @@ function envelope (overrides: Partial<MessageEnvelope> = {}): MessageEnvelope {
 async function sealRaw (payload: unknown, key: PrivateKey = alice, domain = ENVELOPE_DOMAIN, type = ENVELOPE_PAYLOAD_TYPE): Promise<Uint8Array> {
   const bytes = payload instanceof Uint8Array ? payload : canonicalEncode(payload)
   return sealPayload(domain, type, bytes, key, MAX_FRAME_SIZE)
-}
-
-async function rejection (promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise
-  } catch (err) {
-    return err as Error
-  }
-  throw new Error('expected a rejection, but the promise resolved')
 }
 
 async function expectRejects (promise: Promise<unknown>, type: new (...args: any[]) => Error, message?: RegExp): Promise<Error> {

@@ -6,6 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest'
 import { ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE } from '../src/constants.js'
 import { InvalidSignatureError, MalformedMessageError } from '../src/errors.js'
 import { cachedVerifyKeys, openPayload, sealPayload, signedBytes, VERIFY_KEY_CACHE_SIZE } from '../src/signed.js'
+import { rejection } from './rejection.js'
 
 // `sealPayload`/`openPayload` write and read Ed25519 envelopes directly, caching each signer's
 // verification key: these tests pin that down against `RecordEnvelope` itself
@@ -29,15 +30,6 @@ function payloadOf (length: number): Uint8Array {
 async function libp2pSeal (payload: Uint8Array, key: PrivateKey, domain = ENVELOPE_DOMAIN, type = ENVELOPE_PAYLOAD_TYPE): Promise<Uint8Array> {
   const record = { domain, codec: type, marshal: () => payload, equals: () => false }
   return (await RecordEnvelope.seal(record, key)).marshal()
-}
-
-async function rejection (promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise
-  } catch (err) {
-    return err as Error
-  }
-  throw new Error('expected a rejection, but the promise resolved')
 }
 
 describe('sealPayload (Ed25519)', () => {
