@@ -81,6 +81,9 @@ function installCleanup (): void {
   process.on('SIGTERM', onSignal)
 }
 
+/** `PMESH_BENCH_NODE_FLAGS`: Node flags for every worker, mesh and baseline alike (e.g. GC tuning). */
+const WORKER_NODE_FLAGS = (process.env.PMESH_BENCH_NODE_FLAGS ?? '').split(/\s+/).filter(f => f !== '')
+
 async function runOne (name: string, opts: Options, profDir: string | undefined): Promise<BenchResult> {
   const mod = await import(`./benchmarks/${name}.js`) as BenchmarkModule
   const workers: Worker[] = []
@@ -90,7 +93,7 @@ async function runOne (name: string, opts: Options, profDir: string | undefined)
     signal: interrupt.signal,
     spawn: async (role, args, options = {}) => {
       if (interrupt.signal.aborted) throw new Error('interrupted')
-      const nodeArgs = [...(options.nodeArgs ?? [])]
+      const nodeArgs = [...WORKER_NODE_FLAGS, ...(options.nodeArgs ?? [])]
       // a role started again (a restarted receiver) gets its own profile: -2, -3, …
       const n = (spawned.get(role) ?? 0) + 1
       spawned.set(role, n)
@@ -135,7 +138,7 @@ async function main (): Promise<number> {
       results[name] = { error: (err as Error).message }
       process.stderr.write(`[${name}] FAILED: ${(err as Error).stack ?? err}\n`)
     }
-    const doc = { schema: SCHEMA, startedAt: startedAt.toISOString(), quick: opts.quick, meshModule, machine, results: { [name]: results[name] } }
+    const doc = { schema: SCHEMA, startedAt: startedAt.toISOString(), quick: opts.quick, meshModule, workerNodeFlags: WORKER_NODE_FLAGS, machine, results: { [name]: results[name] } }
     const file = join(OUT_DIR, `${name}-${stamp(startedAt)}.json`)
     await writeFile(file, JSON.stringify(doc, null, 2) + '\n')
     process.stderr.write(`written ${file}\n`)
@@ -148,7 +151,7 @@ async function main (): Promise<number> {
       process.stderr.write('error' in result ? `\n${name}: FAILED: ${result.error}\n` : `\n${renderTable(name, result)}\n`)
     }
   }
-  process.stdout.write(JSON.stringify({ schema: SCHEMA, startedAt: startedAt.toISOString(), quick: opts.quick, meshModule, machine, results }) + '\n')
+  process.stdout.write(JSON.stringify({ schema: SCHEMA, startedAt: startedAt.toISOString(), quick: opts.quick, meshModule, workerNodeFlags: WORKER_NODE_FLAGS, machine, results }) + '\n')
   return failed || interrupted ? 1 : 0
 }
 

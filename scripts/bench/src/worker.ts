@@ -4,6 +4,7 @@
  * Nothing else may write to stdout, so console output is sent to stderr.
  */
 import { createInterface } from 'node:readline'
+import { performance } from 'node:perf_hooks'
 import type { BenchmarkModule, ProcessUsage, RoleInstance } from './lib/registry.js'
 
 console.log = console.error
@@ -23,11 +24,11 @@ function errorText (err: unknown): string {
 
 let instance: RoleInstance | undefined
 
-/** Built-in method of every worker: CPU time so far (µs) and memory (bytes). */
+/** Built-in method of every worker: CPU time so far (µs), event-loop busy time (ms) and memory (bytes). */
 function usage (): ProcessUsage {
   const cpu = process.cpuUsage()
   const mem = process.memoryUsage()
-  return { cpuUs: cpu.user + cpu.system, rss: mem.rss, heapUsed: mem.heapUsed }
+  return { cpuUs: cpu.user + cpu.system, loopBusyMs: performance.eventLoopUtilization().active, rss: mem.rss, heapUsed: mem.heapUsed }
 }
 let closing: Promise<void> | undefined
 

@@ -57,6 +57,8 @@ type Side = 'mesh' | 'raw' | 'stream'
 interface Measured extends PhaseSamples {
   /** CPU the receiver process spent during the phase, µs. */
   peerCpuUs: number
+  /** Time the receiver's event loop was busy during the phase, ms. */
+  peerLoopBusyMs: number
 }
 
 interface DrainResult {
@@ -94,7 +96,7 @@ async function measure (ctx: BenchContext, cfg: Config, receiverHome: string): P
     const samples = await senders[side].call<PhaseSamples>('phase', { ...params, to: receiverId, durable: side === 'raw' }, params.maxMs + 60_000)
     const after = await receivers()[side].usage()
     if (samples.completed < params.count) throw new Error(`${side}: only ${samples.completed} of ${params.count} acked within ${params.maxMs} ms`)
-    return { ...samples, peerCpuUs: after.cpuUs - before.cpuUs }
+    return { ...samples, peerCpuUs: after.cpuUs - before.cpuUs, peerLoopBusyMs: after.loopBusyMs - before.loopBusyMs }
   }
 
   const sides: Side[] = ['raw', 'stream', 'mesh']
@@ -140,6 +142,8 @@ async function measure (ctx: BenchContext, cfg: Config, receiverHome: string): P
     const elapsedMs = parts.reduce((n, p) => n + p.elapsedMs, 0)
     const senderCpuUs = parts.reduce((n, p) => n + p.cpuUs, 0)
     const receiverCpuUs = parts.reduce((n, p) => n + p.peerCpuUs, 0)
+    const senderLoopBusyMs = parts.reduce((n, p) => n + p.loopBusyMs, 0)
+    const receiverLoopBusyMs = parts.reduce((n, p) => n + p.peerLoopBusyMs, 0)
     return {
       completed,
       elapsedMs,
@@ -147,7 +151,9 @@ async function measure (ctx: BenchContext, cfg: Config, receiverHome: string): P
       summary: summarize(parts.flatMap(p => p.latencies)),
       cpuPerMessage: (senderCpuUs + receiverCpuUs) / completed,
       senderCpuPerMessage: senderCpuUs / completed,
-      receiverCpuPerMessage: receiverCpuUs / completed
+      receiverCpuPerMessage: receiverCpuUs / completed,
+      senderLoopBusy: senderLoopBusyMs / elapsedMs,
+      receiverLoopBusy: receiverLoopBusyMs / elapsedMs
     }
   }
   type Merged = ReturnType<typeof merge>
@@ -160,7 +166,9 @@ async function measure (ctx: BenchContext, cfg: Config, receiverHome: string): P
     elapsedMs: round(x.elapsedMs),
     throughput: round(x.throughput),
     latencyMs: Object.fromEntries(Object.entries(x.summary).map(([k, v]) => [k, round(v)])),
-    cpuUsPerMessage: { sender: round(x.senderCpuPerMessage), receiver: round(x.receiverCpuPerMessage) }
+    cpuUsPerMessage: { sender: round(x.senderCpuPerMessage), receiver: round(x.receiverCpuPerMessage) },
+    /** Share of the phase each side's main thread was busy: near 1 means that side is the limit. */
+    eventLoopBusy: { sender: round(x.senderLoopBusy), receiver: round(x.receiverLoopBusy) }
   })
   const queueRate = (q: PhaseSamples): number => q.completed / (q.elapsedMs / 1000)
 

@@ -9,6 +9,8 @@ export interface PhaseSamples {
   capped: boolean
   /** CPU time (user + system) this process spent during the phase, µs. */
   cpuUs: number
+  /** Time this process's event loop was busy during the phase, ms. */
+  loopBusyMs: number
   /** Requests that resolved to `false` (counted as failed, not timed). */
   failed?: number
 }
@@ -38,6 +40,7 @@ export async function runPhase (request: () => Promise<unknown>, params: PhasePa
   let failed = 0
   let capped = false
   const cpu0 = process.cpuUsage()
+  const loop0 = performance.eventLoopUtilization()
   const start = performance.now()
   const stopAt = start + params.maxMs
 
@@ -53,7 +56,8 @@ export async function runPhase (request: () => Promise<unknown>, params: PhasePa
   await Promise.all(Array.from({ length: inflight }, lane))
   const elapsedMs = performance.now() - start
   const cpu = process.cpuUsage(cpu0)
+  const loopBusyMs = performance.eventLoopUtilization(loop0).active
   const out = new Array<number>(completed)
   for (let i = 0; i < completed; i++) out[i] = Math.round(latencies[i] * 1000) / 1000
-  return { completed, elapsedMs, latencies: out, capped, cpuUs: cpu.user + cpu.system, ...(failed > 0 ? { failed } : {}) }
+  return { completed, elapsedMs, latencies: out, capped, cpuUs: cpu.user + cpu.system, loopBusyMs, ...(failed > 0 ? { failed } : {}) }
 }

@@ -38,6 +38,8 @@ export interface Benchmark {
 export interface ProcessUsage {
   /** User + system CPU time since the process started, µs. */
   cpuUs: number
+  /** Time the main thread's event loop was busy since the process started, ms. */
+  loopBusyMs: number
   rss: number
   heapUsed: number
 }
