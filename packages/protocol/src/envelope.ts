@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { DEFAULT_MESSAGE_TTL_MS, MAX_METHOD_LENGTH, WIRE_VERSION } from './constants.js'
-import { newId, newTrace, PeerIdStringSchema, TraceSchema, UlidSchema } from './ids.js'
+import { isUlid, newId, newTrace, PEER_ID_STRING, PeerIdStringSchema, TRACEPARENT, TraceSchema, UlidSchema } from './ids.js'
 import { isJsonValue, type JsonValue } from './json.js'
 
 export const MESSAGE_KINDS = [
@@ -52,6 +52,45 @@ export const EnvelopeSchema = z.strictObject({
 }).refine(e => e.expiresAt >= e.createdAt, { message: 'expiresAt is before createdAt', path: ['expiresAt'] })
 
 export type MessageEnvelope = Omit<z.infer<typeof EnvelopeSchema>, 'body'> & { body: JsonValue }
+
+const ENVELOPE_KEYS: ReadonlySet<string> = new Set(['v', 'id', 'kind', 'from', 'to', 'thread', 'replyTo', 'trace', 'hop', 'priority', 'seq', 'createdAt', 'expiresAt', 'body'])
+const KINDS: ReadonlySet<unknown> = new Set(MESSAGE_KINDS)
+const PRIORITY_NAMES: ReadonlySet<unknown> = new Set(PRIORITIES)
+const MAX_RECIPIENT_LENGTH = MAX_METHOD_LENGTH + 6
+
+/**
+ * Does `value` certainly pass {@link EnvelopeSchema}? The same rules, checked in place: every
+ * envelope is checked when sealed and when opened, and the schema builds a copy of it and its issue
+ * list each time. A strict subset of what the schema accepts (a member present as `undefined`, for
+ * one, is left to it), so `false` only means "ask the schema", which then says what is wrong.
+ */
+export function isPlainEnvelope (value: unknown): value is MessageEnvelope {
+  if (typeof value !== 'object' || value === null) return false
+  const proto = Object.getPrototypeOf(value)
+  if (proto !== Object.prototype && proto !== null) return false
+  const e = value as Record<string, unknown>
+  for (const key of Object.keys(e)) {
+    if (!ENVELOPE_KEYS.has(key) || e[key] === undefined) return false
+  }
+  const { id, from, to, thread, replyTo, trace, hop, seq, createdAt, expiresAt } = e
+  return e.v === WIRE_VERSION &&
+    typeof id === 'string' && isUlid(id) &&
+    KINDS.has(e.kind) &&
+    typeof from === 'string' && PEER_ID_STRING.test(from) &&
+    typeof to === 'string' && to.length >= 1 && to.length <= MAX_RECIPIENT_LENGTH &&
+    (thread === undefined || (typeof thread === 'string' && thread.length >= 1 && thread.length <= 128)) &&
+    (replyTo === undefined || (typeof replyTo === 'string' && isUlid(replyTo))) &&
+    typeof trace === 'string' && TRACEPARENT.test(trace) &&
+    Number.isSafeInteger(hop) && (hop as number) >= 0 && (hop as number) <= 255 &&
+    PRIORITY_NAMES.has(e.priority) &&
+    isTimestamp(seq) && isTimestamp(createdAt) && isTimestamp(expiresAt) &&
+    (expiresAt as number) >= (createdAt as number) &&
+    'body' in e && isJsonValue(e.body)
+}
+
+function isTimestamp (value: unknown): boolean {
+  return Number.isSafeInteger(value) && (value as number) >= 0
+}
 
 export interface EnvelopeInit {
   kind?: MessageKind

@@ -22,12 +22,15 @@ export function isUlid (value: string): boolean {
 
 export const UlidSchema = z.string().length(26).refine(isUlid, 'not a ULID')
 
-/** A libp2p PeerId in its string form (base58btc multihash or CIDv1). Checked strictly where it matters: at the signer. */
-export const PeerIdStringSchema = z.string().regex(/^(?:[1-9A-HJ-NP-Za-km-z]{40,64}|b[a-z2-7]{50,80})$/, 'not a PeerId')
+/** What a PeerId string looks like (base58btc multihash or CIDv1). */
+export const PEER_ID_STRING = /^(?:[1-9A-HJ-NP-Za-km-z]{40,64}|b[a-z2-7]{50,80})$/
 
-const TRACEPARENT = /^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/
+/** A libp2p PeerId in its string form. Checked strictly where it matters: at the signer. */
+export const PeerIdStringSchema = z.string().regex(PEER_ID_STRING, 'not a PeerId')
 
 /** A W3C `traceparent` (version 00): `00-<trace-id>-<parent-id>-<flags>`. */
+export const TRACEPARENT = /^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/
+
 export const TraceSchema = z.string().regex(TRACEPARENT, 'not a W3C traceparent')
 
 /** Start a new trace: a fresh trace id and span id, sampled. */

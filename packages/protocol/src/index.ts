@@ -15,10 +15,11 @@
 export * from './constants.js'
 export * from './errors.js'
 export * from './nack.js'
-export { canonicalEncode, canonicalStringify, isJsonValue, jsonDepth, parseJson, type JsonValue } from './json.js'
+export { canonicalEncode, canonicalStringify, isCanonicalJsonText, isJsonValue, jsonDepth, parseJson, type JsonValue } from './json.js'
 export { newId, isUlid, newTrace, childTrace, traceId, UlidSchema, PeerIdStringSchema, TraceSchema } from './ids.js'
 export {
   createEnvelope,
+  isPlainEnvelope,
   EnvelopeSchema,
   MessageKindSchema,
   PrioritySchema,

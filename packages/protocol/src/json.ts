@@ -67,6 +67,158 @@ function write (value: unknown, depth: number, maxDepth: number): string {
 }
 
 /**
+ * Is `text` certainly the canonical JSON of a value, at most `maxDepth` deep: exactly what
+ * `canonicalStringify(JSON.parse(text))` gives back? Checked in one pass, building nothing, so a
+ * receiver can skip re-encoding every envelope it verifies. `false` means "not certain", not "not
+ * canonical": a key with an escape, an escaped surrogate or a number in exponent form is left to
+ * that re-encoding. `__proto__` keys are never canonical (see `canonicalStringify`).
+ */
+export function isCanonicalJsonText (text: string, maxDepth: number = MAX_JSON_DEPTH): boolean {
+  return scanValue(text, 0, 0, maxDepth) === text.length
+}
+
+const NOT_CERTAIN = -1
+const PROTO_KEY = '__proto__'
+
+/** Where the canonical value starting at `i` ends, or {@link NOT_CERTAIN}. */
+function scanValue (s: string, i: number, depth: number, maxDepth: number): number {
+  const c = s.charCodeAt(i)
+  if (c === 0x22) return scanString(s, i, true)
+  if (c === 0x7b) return depth >= maxDepth ? NOT_CERTAIN : scanObject(s, i, depth, maxDepth)
+  if (c === 0x5b) return depth >= maxDepth ? NOT_CERTAIN : scanArray(s, i, depth, maxDepth)
+  if (c === 0x2d || (c >= 0x30 && c <= 0x39)) return scanNumber(s, i)
+  if (s.startsWith('true', i)) return i + 4
+  if (s.startsWith('false', i)) return i + 5
+  if (s.startsWith('null', i)) return i + 4
+  return NOT_CERTAIN
+}
+
+function scanObject (s: string, i: number, depth: number, maxDepth: number): number {
+  i++
+  if (s.charCodeAt(i) === 0x7d) return i + 1
+  let lastKey = -1
+  let lastKeyEnd = -1
+  for (;;) {
+    if (s.charCodeAt(i) !== 0x22) return NOT_CERTAIN
+    // keys without escapes only: their text is their value, so the order can be checked on the text
+    const keyEnd = scanString(s, i, false)
+    if (keyEnd === NOT_CERTAIN) return NOT_CERTAIN
+    if (keyEnd - i - 2 === PROTO_KEY.length && s.startsWith(PROTO_KEY, i + 1)) return NOT_CERTAIN
+    // strictly ascending by UTF-16 code units, as `sort()` orders them: no duplicates either
+    if (lastKey !== -1 && compareRanges(s, lastKey + 1, lastKeyEnd - 1, i + 1, keyEnd - 1) >= 0) return NOT_CERTAIN
+    lastKey = i
+    lastKeyEnd = keyEnd
+    if (s.charCodeAt(keyEnd) !== 0x3a) return NOT_CERTAIN
+    i = scanValue(s, keyEnd + 1, depth + 1, maxDepth)
+    if (i === NOT_CERTAIN) return NOT_CERTAIN
+    const next = s.charCodeAt(i)
+    if (next === 0x7d) return i + 1
+    if (next !== 0x2c) return NOT_CERTAIN
+    i++
+  }
+}
+
+function scanArray (s: string, i: number, depth: number, maxDepth: number): number {
+  i++
+  if (s.charCodeAt(i) === 0x5d) return i + 1
+  for (;;) {
+    i = scanValue(s, i, depth + 1, maxDepth)
+    if (i === NOT_CERTAIN) return NOT_CERTAIN
+    const next = s.charCodeAt(i)
+    if (next === 0x5d) return i + 1
+    if (next !== 0x2c) return NOT_CERTAIN
+    i++
+  }
+}
+
+/** Short escapes `JSON.stringify` writes (besides `\"` and `\\`): \b \t \n \f \r. */
+const SHORT_ESCAPES = new Set([0x62, 0x74, 0x6e, 0x66, 0x72])
+const SHORT_ESCAPED_CODES = new Set([0x08, 0x09, 0x0a, 0x0c, 0x0d])
+
+/** A string exactly as `JSON.stringify` writes it; with `escapes` false, one without any escape. */
+function scanString (s: string, i: number, escapes: boolean): number {
+  for (let j = i + 1; j < s.length; j++) {
+    const c = s.charCodeAt(j)
+    if (c === 0x22) return j + 1
+    if (c < 0x20) return NOT_CERTAIN
+    if (c >= 0xd800 && c <= 0xdfff) {
+      // literal surrogates only in pairs: `JSON.stringify` escapes a lone one
+      const low = s.charCodeAt(j + 1)
+      if (c > 0xdbff || !(low >= 0xdc00 && low <= 0xdfff)) return NOT_CERTAIN
+      j++
+      continue
+    }
+    if (c !== 0x5c) continue
+    if (!escapes) return NOT_CERTAIN
+    const e = s.charCodeAt(j + 1)
+    if (e === 0x22 || e === 0x5c || SHORT_ESCAPES.has(e)) {
+      j++
+      continue
+    }
+    // \u00xx, lowercase hex, for a control character without a short escape; anything else
+    // (`\/`, uppercase hex, an escaped surrogate, an escaped printable) is not what stringify writes
+    if (e !== 0x75 || s.charCodeAt(j + 2) !== 0x30 || s.charCodeAt(j + 3) !== 0x30) return NOT_CERTAIN
+    const hi = hexDigit(s.charCodeAt(j + 4))
+    const lo = hexDigit(s.charCodeAt(j + 5))
+    if (hi < 0 || hi > 1 || lo < 0 || SHORT_ESCAPED_CODES.has(hi * 16 + lo)) return NOT_CERTAIN
+    j += 5
+  }
+  return NOT_CERTAIN
+}
+
+function hexDigit (c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30
+  if (c >= 0x61 && c <= 0x66) return c - 0x61 + 10
+  return -1
+}
+
+/** The longest prefix of digits, from `i`. */
+function digitsEnd (s: string, i: number): number {
+  while (i < s.length && s.charCodeAt(i) >= 0x30 && s.charCodeAt(i) <= 0x39) i++
+  return i
+}
+
+/** A number token as ECMAScript prints it (`-0`, `1.0`, `1E3` and the like are not). */
+function scanNumber (s: string, i: number): number {
+  const start = i
+  if (s.charCodeAt(i) === 0x2d) i++
+  const intStart = i
+  i = digitsEnd(s, i)
+  const intDigits = i - intStart
+  if (intDigits === 0 || (intDigits > 1 && s.charCodeAt(intStart) === 0x30)) return NOT_CERTAIN
+  const c = s.charCodeAt(i)
+  if (c !== 0x2e && c !== 0x65 && c !== 0x45) {
+    // an integer of up to 15 digits prints as itself, except -0
+    if (intDigits <= 15) return s.charCodeAt(start) === 0x2d && s.charCodeAt(intStart) === 0x30 ? NOT_CERTAIN : i
+    return String(Number(s.slice(start, i))) === s.slice(start, i) ? i : NOT_CERTAIN
+  }
+  if (c === 0x2e) {
+    const fracEnd = digitsEnd(s, i + 1)
+    if (fracEnd === i + 1) return NOT_CERTAIN
+    i = fracEnd
+  }
+  if (s.charCodeAt(i) === 0x65 || s.charCodeAt(i) === 0x45) {
+    let expStart = i + 1
+    const sign = s.charCodeAt(expStart)
+    if (sign === 0x2b || sign === 0x2d) expStart++
+    i = digitsEnd(s, expStart)
+    if (i === expStart) return NOT_CERTAIN
+  }
+  const token = s.slice(start, i)
+  return String(Number(token)) === token ? i : NOT_CERTAIN
+}
+
+/** Compare `s[a0, a1)` with `s[b0, b1)` by UTF-16 code units. */
+function compareRanges (s: string, a0: number, a1: number, b0: number, b1: number): number {
+  const n = Math.min(a1 - a0, b1 - b0)
+  for (let k = 0; k < n; k++) {
+    const d = s.charCodeAt(a0 + k) - s.charCodeAt(b0 + k)
+    if (d !== 0) return d
+  }
+  return (a1 - a0) - (b1 - b0)
+}
+
+/**
  * Is `value` a JSON value: strings, finite numbers, booleans, null, and arrays and plain objects of
  * them, at most `maxDepth` deep? Checked in place, without building a copy (as a schema would):
  * bodies are checked on every send and receipt.

@@ -1,8 +1,8 @@
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX_FRAME_SIZE, WIRE_VERSION } from './constants.js'
-import { EnvelopeSchema } from './envelope.js'
+import { EnvelopeSchema, isPlainEnvelope } from './envelope.js'
 import { ExpiredError, InvalidSignatureError, MalformedMessageError, UnsupportedVersionError } from './errors.js'
-import { canonicalEncode, canonicalStringify, decodeUtf8, parseJson } from './json.js'
+import { canonicalEncode, canonicalStringify, decodeUtf8, isCanonicalJsonText, parseJson } from './json.js'
 import { openPayload, sealPayload } from './signed.js'
 import type { MessageEnvelope } from './envelope.js'
 import type { PrivateKey } from '@libp2p/interface'
@@ -52,6 +52,20 @@ export function decodeVersioned<T extends z.ZodType> (schema: T, frame: unknown,
   return parsed.data
 }
 
+/** An envelope, validated: in place when it is certainly valid, else by the schema (which names the problem). */
+function decodeEnvelope (frame: unknown): MessageEnvelope {
+  return isPlainEnvelope(frame) ? frame : decodeVersioned(EnvelopeSchema, frame, 'envelope') as MessageEnvelope
+}
+
+/** `JSON.parse` of text {@link isCanonicalJsonText} vouched for (so its depth is bounded). */
+function parseCanonical (text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch (err) {
+    throw new MalformedMessageError(`not valid JSON: ${(err as Error).message}`)
+  }
+}
+
 /** The PeerId string of each signing key, derived once (base58 encoding costs as much as a small envelope's JSON). */
 const keyOwners = new WeakMap<PrivateKey, string>()
 
@@ -69,7 +83,7 @@ function ownerOf (privateKey: PrivateKey): string {
  * envelope, so the same envelope always yields the same signed bytes.
  */
 export async function sealEnvelope (envelope: MessageEnvelope, privateKey: PrivateKey, options: SealOptions = {}): Promise<Uint8Array> {
-  const checked = decodeVersioned(EnvelopeSchema, envelope, 'envelope')
+  const checked = decodeEnvelope(envelope)
   if (checked.from !== ownerOf(privateKey)) {
     throw new InvalidSignatureError('an envelope can only be sealed by the key of its sender (`from`)')
   }
@@ -85,7 +99,9 @@ export async function sealEnvelope (envelope: MessageEnvelope, privateKey: Priva
 export async function openEnvelope (bytes: Uint8Array, options: OpenOptions = {}): Promise<OpenedEnvelope> {
   const { payload, signer } = await openPayload(bytes, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, options.maxSize ?? MAX_FRAME_SIZE, options.offThread)
   const text = decodeUtf8(payload)
-  const envelope = decodeVersioned(EnvelopeSchema, parseJson(text), 'envelope') as MessageEnvelope
+  // canonical text (as every honest sender writes it) is known canonical without re-encoding it
+  const canonical = payload[0] === 0x7b && isCanonicalJsonText(text)
+  const envelope = decodeEnvelope(canonical ? parseCanonical(text) : parseJson(text))
   if (envelope.from !== signer) {
     throw new InvalidSignatureError(`envelope claims to be from ${envelope.from} but is signed by ${signer}`)
   }
@@ -93,7 +109,7 @@ export async function openEnvelope (bytes: Uint8Array, options: OpenOptions = {}
   // no members the schema drops (`__proto__`), no alternative spellings of the same envelope.
   // Compared as text: strict UTF-8 decoding is one-to-one, except that it drops a leading BOM,
   // which the first byte rules out (canonical JSON of an object starts with `{`)
-  if (payload[0] !== 0x7b || canonicalStringify(envelope) !== text) {
+  if (!canonical && (payload[0] !== 0x7b || canonicalStringify(envelope) !== text)) {
     throw new MalformedMessageError('envelope payload is not in canonical form')
   }
   if (options.allowExpired !== true && envelope.expiresAt < (options.now ?? Date.now())) {
