@@ -380,8 +380,20 @@ class DefaultMeshNode extends TypedEventEmitter<MeshEvents> implements MeshNode 
     return delivery
   }
 
+  /** Log an event, not waiting for it (several per delivered message). A bad event is dropped: auditing never fails the caller. */
   private auditEvent (event: Omit<AuditEvent, 'at'>): void {
-    this.currentStore?.audit.append([{ at: Date.now(), ...event }]).catch(() => {})
+    const store = this.currentStore
+    if (store === undefined) return
+    const e: AuditEvent = { at: Date.now(), kind: event.kind, outcome: event.outcome }
+    if (event.peer !== undefined) e.peer = event.peer
+    if (event.id !== undefined) e.id = event.id
+    if (event.trace !== undefined) e.trace = event.trace
+    if (event.detail !== undefined) e.detail = event.detail
+    try {
+      store.audit.record(e)
+    } catch (err) {
+      log('audit event dropped: %s', (err as Error).message)
+    }
   }
 
   private async savePolicy (policy: ResolvedPolicy): Promise<ResolvedPolicy> {

@@ -22,14 +22,6 @@ function traceKey (trace: string): string {
   return keyPart(trace, 'trace')
 }
 
-function indexKeys (key: string, e: AuditEvent): string[] {
-  const keys: string[] = []
-  if (e.trace !== undefined) keys.push(`t${SEP}${traceKey(e.trace)}${SEP}${key}`)
-  if (e.peer !== undefined) keys.push(`p${SEP}${e.peer}${SEP}${key}`)
-  if (e.id !== undefined) keys.push(`i${SEP}${e.id}${SEP}${key}`)
-  return keys
-}
-
 /** Most events in one stored block. */
 const MAX_BLOCK = 256
 /** Blocks read per step of a query. */
@@ -45,7 +37,11 @@ function eventsOf (block: Block): AuditEvent[] {
 /** The index keys of a block: one per distinct trace id, peer and id among its events. */
 function blockIndexKeys (key: string, events: AuditEvent[]): string[] {
   const keys = new Set<string>()
-  for (const e of events) for (const k of indexKeys(key, e)) keys.add(k)
+  for (const e of events) {
+    if (e.trace !== undefined) keys.add(`t${SEP}${traceKey(e.trace)}${SEP}${key}`)
+    if (e.peer !== undefined) keys.add(`p${SEP}${e.peer}${SEP}${key}`)
+    if (e.id !== undefined) keys.add(`i${SEP}${e.id}${SEP}${key}`)
+  }
   return [...keys]
 }
 
@@ -77,13 +73,25 @@ export class LevelAuditLog implements AuditLog {
     await new Promise<void>((resolve, reject) => {
       for (const e of events) this.queued.push(e)
       this.waiters.push({ resolve, reject })
-      this.running ??= new Promise<void>(resolve => { setImmediate(resolve) }).then(async () => { await this.write() })
+      this.schedule()
     })
+  }
+
+  record (event: AuditEvent): void {
+    this.init.guard()
+    validateEvent(event)
+    this.queued.push(event)
+    this.schedule()
   }
 
   private queued: AuditEvent[] = []
   private waiters: Array<{ resolve: () => void, reject: (err: Error) => void }> = []
   private running: Promise<void> | undefined
+
+  /** Write what is queued on the next turn of the event loop (one batch for everything logged until then). */
+  private schedule (): void {
+    this.running ??= new Promise<void>(resolve => { setImmediate(resolve) }).then(async () => { await this.write() })
+  }
 
   private async write (): Promise<void> {
     try {

@@ -368,6 +368,12 @@ export interface AuditQuery extends AbortOptions {
 export interface AuditLog {
   /** Batched, not synced: a crash may lose the last few events. */
   append (events: AuditEvent[], options?: AbortOptions): Promise<void>
+  /**
+   * `append` for one event, without waiting or hearing back: for the hot paths that log every
+   * message. An invalid event throws `InvalidRecordError` here; a failed write loses the events of
+   * its batch (as a crash would).
+   */
+  record (event: AuditEvent): void
   /** In time order. By trace, peer or id it reads an index, not the whole log. */
   query (query?: AuditQuery): Promise<Page<AuditEvent>>
   /** Delete events before `before`. Returns how many. */

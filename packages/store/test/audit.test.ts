@@ -2,6 +2,7 @@ import { join } from 'node:path'
 import { newId, newTrace } from '@persona-mesh/protocol'
 import { afterEach, describe, expect, it } from 'vitest'
 import { indexSub, jsonSub, openLevel, pad, SEP } from '../src/db.js'
+import { InvalidRecordError } from '../src/index.js'
 import type { AuditEvent, AuditQuery, MeshStore } from '../src/index.js'
 import { BOB, CAROL, TempStores } from './helpers.js'
 
@@ -32,6 +33,20 @@ async function countKeys (path: string, name: string): Promise<number> {
 }
 
 describe('audit log blocks', () => {
+  it('record() logs without a promise: every valid event is written, in order; an invalid one throws and is not', async () => {
+    let store = await stores.open()
+    const at = 1_700_000_000_000
+    const events: AuditEvent[] = Array.from({ length: 300 }, (_, i) => ({ at: at + (i >> 7), kind: 'delivered', peer: i % 2 === 0 ? BOB : CAROL, id: `m${i}`, outcome: 'delivered' }))
+    for (const [i, e] of events.entries()) {
+      store.audit.record(e)
+      if (i === 150) expect(() => { store.audit.record({ at, kind: '', outcome: 'x' }) }).toThrow(InvalidRecordError)
+    }
+    // written in the background; closing waits for it
+    store = await stores.reopen(store)
+    expect((await all(store, {}, 64)).map(e => e.id)).toEqual(events.map(e => e.id))
+    expect((await all(store, { id: 'm7' }, 5)).map(e => e.peer)).toEqual([CAROL])
+  })
+
   it('a burst at one time is stored as blocks, indexed once per distinct peer/trace/id, and pages through every event exactly once', async () => {
     const store = await stores.open()
     const at = 1_700_000_000_000

@@ -2,7 +2,7 @@ import { createPrivateKey, sign as cryptoSign, type KeyObject } from 'node:crypt
 import type { Connection, Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { DeliverResult, JsonValue, MessageEnvelope, NackReason } from '@persona-mesh/protocol'
+import type { DeliverResult, EnvelopeInit, JsonValue, MessageEnvelope, NackReason } from '@persona-mesh/protocol'
 import {
   createEnvelope,
   DELIVER_PROTOCOL,
@@ -51,7 +51,17 @@ export interface DeliveryInit {
   /** Policy hook: where an incoming envelope goes. @default everything to the inbox */
   decide?: (envelope: MessageEnvelope, remote: string) => AcceptDecision | Promise<AcceptDecision>
   /** Audit hook. */
-  audit?: (event: { kind: string, peer: string, id: string, trace?: string, outcome: string, detail?: JsonValue }) => void
+  audit?: (event: AuditRecord) => void
+}
+
+/** What the audit hook is handed (the node adds the time). */
+export interface AuditRecord {
+  kind: string
+  peer: string
+  id: string
+  trace?: string
+  outcome: string
+  detail?: JsonValue
 }
 
 /** Refusals the sender cannot fix by retrying: the message ends `failed`. */
@@ -200,36 +210,27 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   /** Seal an envelope for `to` (a PeerId), queue it durably, and start delivering it. */
   async send (to: string, body: JsonValue, options: EnvelopeOptions = {}): Promise<SendResult> {
     const { store } = this.components
-    const seq = await store.outbox.allocateSeq(1, options.signal !== undefined ? { signal: options.signal } : {})
-    const envelope = createEnvelope({
-      from: this.self,
-      to,
-      body,
-      seq,
-      kind: options.kind ?? 'message',
-      ...(options.thread !== undefined ? { thread: options.thread } : {}),
-      ...(options.replyTo !== undefined ? { replyTo: options.replyTo } : {}),
-      ...(options.priority !== undefined ? { priority: options.priority } : {}),
-      ...(options.ttl !== undefined ? { ttl: options.ttl } : {}),
-      ...(options.trace !== undefined ? { trace: options.trace } : {}),
-      ...(options.hop !== undefined ? { hop: options.hop } : {})
-    })
+    const { signal } = options
+    const seq = await store.outbox.allocateSeq(1, signal !== undefined ? { signal } : {})
+    // built field by field, not by spreading optional parts: this runs for every message
+    const init: EnvelopeInit = { from: this.self, to, body, seq, kind: options.kind ?? 'message' }
+    if (options.thread !== undefined) init.thread = options.thread
+    if (options.replyTo !== undefined) init.replyTo = options.replyTo
+    if (options.priority !== undefined) init.priority = options.priority
+    if (options.ttl !== undefined) init.ttl = options.ttl
+    if (options.trace !== undefined) init.trace = options.trace
+    if (options.hop !== undefined) init.hop = options.hop
+    const envelope = createEnvelope(init)
     const bytes = await sealEnvelope(envelope, this.signer, { maxSize: this.maxFrameSize })
-    await store.outbox.add([{
-      id: envelope.id,
-      to,
-      priority: envelope.priority,
-      seq,
-      createdAt: envelope.createdAt,
-      expiresAt: envelope.expiresAt,
-      bytes
-    }], options.signal !== undefined ? { signal: options.signal } : {})
+    // the queued entry, as the store takes it and as a flush holds it
+    const entry: OutboxEntry = { id: envelope.id, to, priority: envelope.priority, seq, createdAt: envelope.createdAt, expiresAt: envelope.expiresAt, bytes, attempts: 0, nextAttemptAt: 0 }
+    await store.outbox.add([entry], signal !== undefined ? { signal } : {})
     this.audit('send', to, envelope, 'queued')
     if (to === this.self) {
       // a note to self: straight into our own inbox, same path as a delivery
       void this.deliverLocally(envelope, bytes)
     } else {
-      this.onQueued({ id: envelope.id, to, priority: envelope.priority, seq, createdAt: envelope.createdAt, expiresAt: envelope.expiresAt, bytes, attempts: 0, nextAttemptAt: 0 })
+      this.onQueued(entry)
     }
     return { id: envelope.id, to, status: 'queued' }
   }
@@ -628,7 +629,11 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   }
 
   private audit (kind: string, peer: string, envelope: Pick<MessageEnvelope, 'id'> & Partial<Pick<MessageEnvelope, 'trace'>>, outcome: string, detail?: string): void {
-    this.init.audit?.({ kind, peer, id: envelope.id, ...(envelope.trace !== undefined ? { trace: envelope.trace } : {}), outcome, ...(detail !== undefined ? { detail } : {}) })
+    if (this.init.audit === undefined) return
+    const event: AuditRecord = { kind, peer, id: envelope.id, outcome }
+    if (envelope.trace !== undefined) event.trace = envelope.trace
+    if (detail !== undefined) event.detail = detail
+    this.init.audit(event)
   }
 
   /** Retries that came due, and expiries. */
