@@ -38,10 +38,12 @@ describe('discovery: 10 nodes joined through one bootstrap address (mDNS off)', 
     const translator = nodes[8]!
     expect(seeker.libp2p.getConnections(translator.libp2p.peerId)).toHaveLength(0)
     expect((await seeker.cards()).some(c => c.peerId === translator.peerId)).toBe(false)
+    // until the DHT answers: on a loaded machine the card may reach the seeker by gossip first, and a
+    // find whose DHT walk ran out of time then names it from the local index only
     const results = await waitFor(async () => {
       const found = await seeker.find('translate')
-      return found.length > 0 ? found : undefined
-    }, 'find translate', 30_000)
+      return found.some(r => r.matched.includes('dht')) ? found : undefined
+    }, 'find translate through the DHT', 30_000)
     expect(results[0]!.peerId).toBe(translator.peerId)
     expect(results[0]!.card.capabilities.map(c => c.name)).toContain('translate')
     expect(results[0]!.matched).toContain('dht')
