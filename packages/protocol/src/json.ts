@@ -299,6 +299,11 @@ export function parseJson (data: Uint8Array | string, maxDepth: number = MAX_JSO
   if (jsonDepth(text) > maxDepth) {
     throw new MalformedMessageError(`JSON nesting deeper than ${maxDepth}`)
   }
+  return parseBoundedJson(text)
+}
+
+/** `JSON.parse` of text whose depth is already known to be bounded (see {@link isCanonicalJsonText}). */
+export function parseBoundedJson (text: string): unknown {
   try {
     return JSON.parse(text)
   } catch (err) {

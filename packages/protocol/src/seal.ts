@@ -2,7 +2,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX_FRAME_SIZE, WIRE_VERSION } from './constants.js'
 import { EnvelopeSchema, isPlainEnvelope } from './envelope.js'
 import { ExpiredError, InvalidSignatureError, MalformedMessageError, UnsupportedVersionError } from './errors.js'
-import { canonicalEncode, canonicalStringify, decodeUtf8, isCanonicalJsonText, parseJson } from './json.js'
+import { canonicalEncode, canonicalStringify, decodeUtf8, isCanonicalJsonText, parseBoundedJson, parseJson } from './json.js'
 import { openPayload, sealPayload } from './signed.js'
 import type { MessageEnvelope } from './envelope.js'
 import type { PrivateKey } from '@libp2p/interface'
@@ -57,15 +57,6 @@ function decodeEnvelope (frame: unknown): MessageEnvelope {
   return isPlainEnvelope(frame) ? frame : decodeVersioned(EnvelopeSchema, frame, 'envelope') as MessageEnvelope
 }
 
-/** `JSON.parse` of text {@link isCanonicalJsonText} vouched for (so its depth is bounded). */
-function parseCanonical (text: string): unknown {
-  try {
-    return JSON.parse(text)
-  } catch (err) {
-    throw new MalformedMessageError(`not valid JSON: ${(err as Error).message}`)
-  }
-}
-
 /** The PeerId string of each signing key, derived once (base58 encoding costs as much as a small envelope's JSON). */
 const keyOwners = new WeakMap<PrivateKey, string>()
 
@@ -101,7 +92,7 @@ export async function openEnvelope (bytes: Uint8Array, options: OpenOptions = {}
   const text = decodeUtf8(payload)
   // canonical text (as every honest sender writes it) is known canonical without re-encoding it
   const canonical = payload[0] === 0x7b && isCanonicalJsonText(text)
-  const envelope = decodeEnvelope(canonical ? parseCanonical(text) : parseJson(text))
+  const envelope = decodeEnvelope(canonical ? parseBoundedJson(text) : parseJson(text))
   if (envelope.from !== signer) {
     throw new InvalidSignatureError(`envelope claims to be from ${envelope.from} but is signed by ${signer}`)
   }

@@ -12,7 +12,7 @@ import {
   openEnvelope,
   sealEnvelope
 } from '@persona-mesh/protocol'
-import type { AcceptedItem, MeshStore, OutboxEntry } from '@persona-mesh/store'
+import type { AcceptedItem, AuditEvent, MeshStore, OutboxEntry } from '@persona-mesh/store'
 import { TypedEventEmitter } from 'main-event'
 import * as varint from 'uint8-varint'
 import { FrameChannel } from '../framing.js'
@@ -54,15 +54,8 @@ export interface DeliveryInit {
   audit?: (event: AuditRecord) => void
 }
 
-/** What the audit hook is handed (the node adds the time). */
-export interface AuditRecord {
-  kind: string
-  peer: string
-  id: string
-  trace?: string
-  outcome: string
-  detail?: JsonValue
-}
+/** What the audit hook is handed: an audit event of a peer and a message, without its time (the node adds it). */
+export type AuditRecord = Omit<AuditEvent, 'at'> & Required<Pick<AuditEvent, 'peer' | 'id'>>
 
 /** Refusals the sender cannot fix by retrying: the message ends `failed`. */
 const PERMANENT: ReadonlySet<NackReason> = new Set(['invalid_request', 'unauthorized', 'too_large', 'unsupported_version', 'incapable', 'loop_detected'])
