@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import { connectMesh } from '../../packages/node/dist/index.js'
 import { Processes } from './processes.js'
+import { prng } from '../support/random.js'
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/ledger-sender.mjs', import.meta.url))
 
@@ -127,17 +128,6 @@ async function freePort (): Promise<number> {
   const { port } = server.address() as AddressInfo
   await new Promise<void>(resolve => { server.close(() => { resolve() }) })
   return port
-}
-
-/** Deterministic pseudo-random numbers in [0, 1). */
-function prng (seed: number): () => number {
-  let a = seed
-  return () => {
-    a = (a + 0x6D2B79F5) | 0
-    let t = Math.imul(a ^ (a >>> 15), 1 | a)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 interface Received { id: string, n: number, priority: string, from: string, kind: string }

@@ -12,6 +12,7 @@ import { DELIVER_PROTOCOL, newId } from '@persona-mesh/protocol'
 import type { InboxEntry } from '@persona-mesh/store'
 import { afterEach, describe, expect, it } from 'vitest'
 import { TestMesh, waitFor } from './harness.js'
+import { prng } from '../../../test/support/random.js'
 
 interface Outcome { id: string, to: string, reason?: string }
 
@@ -39,17 +40,6 @@ async function readAll (node: MeshNode, options: { from?: string, thread?: strin
 /** A PeerId nobody runs. */
 async function strangerId (): Promise<string> {
   return peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
-}
-
-/** Deterministic pseudo-random numbers, so a failure can be replayed. */
-function prng (seed: number): () => number {
-  let a = seed
-  return () => {
-    a = (a + 0x6D2B79F5) | 0
-    let t = Math.imul(a ^ (a >>> 15), 1 | a)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 describe('durable delivery between two live nodes', () => {

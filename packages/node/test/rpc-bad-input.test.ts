@@ -22,6 +22,7 @@ import {
 import * as varint from 'uint8-varint'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { concat, lengthPrefixed, RawStream } from './raw-stream.js'
+import { randomBytes } from '../../../test/support/random.js'
 
 const WAIT_MS = 15_000
 
@@ -108,18 +109,6 @@ async function hostile (name: string, body: (rpc: RawRpc) => Promise<void>): Pro
     rpc.abort()
   }
   await honestEchoWorks(name)
-}
-
-/** Deterministic "random" bytes, so a failure can be replayed. */
-function randomBytes (seed: number, length: number): Uint8Array {
-  let a = seed
-  const next = (): number => {
-    a = (a + 0x6D2B79F5) | 0
-    let t = Math.imul(a ^ (a >>> 15), 1 | a)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return (t ^ (t >>> 14)) >>> 0
-  }
-  return Uint8Array.from({ length }, () => next() & 0xff)
 }
 
 /**

@@ -9,18 +9,7 @@ import {
   newTrace
 } from '@persona-mesh/protocol'
 import { describe, expect, it } from 'vitest'
-
-/** A small seeded PRNG (mulberry32): the same cases on every run. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { prng } from '../../../test/support/random.js'
 
 const STRING_PARTS = ['a', 'Z', 'é', '😀', '"', '\\', '/', '\n', '\t', '\u0001', '\u001f', '\u007f', '\u2028', ' ', '0', 'x'.repeat(40)]
 const NUMBERS = [0, -1, 7, 42, 1.5, -0.25, 1e21, 1.5e-7, 123456789012345, 2 ** 53, -(2 ** 31), 0.1, 1e-7, 5e-324]
