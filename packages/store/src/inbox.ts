@@ -1,5 +1,5 @@
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from './constants.js'
-import { bytesSub, clampLimit, type Db, decodeHeader, decodeRecord, encodeCursor, encodeRecord, indexSub, jsonSub, keyPart, pad, plainBytes, SEP, type Sub, timestamp, under } from './db.js'
+import { bytesSub, clampLimit, type Db, decodeHeader, decodeRecord, encodeCursor, encodeRecord, indexSub, jsonSub, keyPart, pad, plainBytes, readMany, SEP, type Sub, timestamp, under } from './db.js'
 import { fromLevel, InvalidRecordError } from './errors.js'
 import type {
   AbortOptions,
@@ -258,7 +258,7 @@ export class LevelInbox implements Inbox {
       if (!this.committedHighest.has(from)) missing.push(from)
     }
     if (missing.length > 0) {
-      const held = await this.senders.getMany(missing)
+      const held = await readMany(this.senders, missing)
       missing.forEach((from, i) => {
         const h = held[i]
         out.set(from, h)

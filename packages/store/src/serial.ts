@@ -1,4 +1,4 @@
-import { type EncodedOp, encodeDel, encodePut, type Sub } from './db.js'
+import { type EncodedOp, encodeDel, encodePut, readMany, type Sub } from './db.js'
 import { fromLevel } from './errors.js'
 import type { SyncWriter } from './writer.js'
 
@@ -55,7 +55,7 @@ export class Txn {
       }
     })
     if (missing.length > 0) {
-      const found = await sub.getMany(missing.map(i => keys[i]))
+      const found = await readMany(sub, missing.map(i => keys[i]))
       missing.forEach((i, j) => { out[i] = found[j] })
     }
     return out
