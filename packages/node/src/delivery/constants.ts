@@ -4,6 +4,12 @@ export const DELIVERY_WINDOW = 512
 export const DELIVERY_WINDOW_BYTES = 4 * 1024 * 1024
 /** A delivery stream with nothing in flight stays open this long for the next flush to reuse. */
 export const DELIVERY_LINK_IDLE_MS = 2_000
+/**
+ * A flush that has everything answered waits this long for more to send before it ends: at a
+ * steady stream of sends the next one comes within milliseconds, and a new flush would first
+ * read the queue (behind the store's fsyncs, ~16 ms, during which nothing is sent).
+ */
+export const FLUSH_LINGER_MS = 100
 /** Outbox entries read per round of a flush. */
 export const DELIVERY_PAGE = 1024
 /** First retry after a failed dial or a transient refusal; doubles up to the max. */

@@ -25,6 +25,7 @@ import {
   DELIVERY_STREAM_TIMEOUT_MS,
   DELIVERY_WINDOW,
   DELIVERY_WINDOW_BYTES,
+  FLUSH_LINGER_MS,
   MAX_DELIVER_STREAMS,
   RETRY_MAX_MS,
   RETRY_MIN_MS,
@@ -368,6 +369,9 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
         if (link?.broken !== undefined) throw link.broken
         if (state.paused && link !== undefined) return await this.pause(link, state, peer)
         if (state.again || state.restart) continue
+        // all answered and nothing new: stay a moment for what gets queued next (collected in `tail`)
+        // rather than end, when the next flush would start with a read of the queue
+        if (link !== undefined && state.caughtUp && await this.linger(link, state)) continue
         if (!state.settleFailed) state.resume = after
         return true
       }
@@ -434,6 +438,21 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     clearTimeout(timer)
     link.notify = undefined
     state.wake = undefined
+  }
+
+  /** Wait up to {@link FLUSH_LINGER_MS} for something new to send on `link`; `true` if it came. */
+  private async linger (link: Link, state: PeerState): Promise<boolean> {
+    if (link.broken !== undefined) return false
+    let timer: ReturnType<typeof setTimeout> | undefined
+    await new Promise<void>((resolve) => {
+      link.notify = resolve
+      state.wake = resolve
+      timer = setTimeout(resolve, FLUSH_LINGER_MS)
+    })
+    clearTimeout(timer)
+    link.notify = undefined
+    state.wake = undefined
+    return this.started && link.broken === undefined && (state.again || state.restart)
   }
 
   /** The peer's delivery stream: the idle one if there is one, else a new one. */
