@@ -79,8 +79,10 @@ export class LevelOutbox implements Outbox {
   private total = 0
   private readonly perPeer = new Map<string, number>()
   private nextSeq = 1
+  /** Seqs up to here are durably reserved: a reopened store starts after it, whatever was handed out. */
   private seqReserved = 0
-  private seqLock: Promise<unknown> = Promise.resolve()
+  /** The write reserving the next block, while it runs. */
+  private reservation: Promise<void> | undefined
   private readonly adds: Coalescer<OutboxEntryInit[], AddResult[]>
   private readonly settles: Coalescer<Settlement, SettleResult[]>
 
@@ -348,30 +350,45 @@ export class LevelOutbox implements Outbox {
     return { total: this.total, perPeer: Object.fromEntries(this.perPeer) }
   }
 
+  /**
+   * Seqs come from a durably reserved block, so handing one out needs no write. The next block is
+   * reserved (one synced write) when half of this one is used, so a steady stream of sends never
+   * waits for that fsync; only a burst that outruns the reservation does.
+   */
   async allocateSeq (n = 1, options: AbortOptions = {}): Promise<number> {
     this.init.guard()
     if (!Number.isSafeInteger(n) || n < 1) {
       throw new InvalidRecordError('allocateSeq needs a positive integer count')
     }
-    const run = this.seqLock.then(async () => {
+    for (;;) {
       options.signal?.throwIfAborted()
       const last = this.nextSeq + n - 1
-      if (last > this.seqReserved) {
-        const reserved = last + this.init.seqBlock
-        await this.init.writer.write([{ type: 'put', sublevel: this.init.sys, key: SEQ_KEY, value: reserved }])
-        this.seqReserved = reserved
+      if (last <= this.seqReserved) {
+        this.nextSeq += n
+        if (this.seqReserved - last < this.init.seqBlock / 2) this.reserve(last).catch(() => {})
+        return last - n + 1
       }
-      const first = this.nextSeq
-      this.nextSeq += n
-      return first
-    })
-    this.seqLock = run.catch(() => {})
-    return await run
+      await this.reserve(last)
+    }
+  }
+
+  /** Reserve seqs past `last` (one block more), unless a reservation is running: then that one. */
+  private async reserve (last: number): Promise<void> {
+    this.reservation ??= (async () => {
+      try {
+        const reserved = Math.max(last, this.seqReserved) + this.init.seqBlock
+        await this.init.writer.write([{ type: 'put', sublevel: this.init.sys, key: SEQ_KEY, value: reserved }])
+        this.seqReserved = Math.max(this.seqReserved, reserved)
+      } finally {
+        this.reservation = undefined
+      }
+    })()
+    await this.reservation
   }
 
   /** Resolves once a running seq reservation is done. */
   async drain (): Promise<void> {
-    await this.seqLock
+    await this.reservation?.catch(() => {})
   }
 
   /** A scan of the status records (it is rare; settled records are not indexed by age). */

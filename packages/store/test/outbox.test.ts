@@ -231,4 +231,18 @@ describe('outbox', () => {
     expect(one).toBe(last + 1)
     await expect(store.outbox.allocateSeq(0)).rejects.toBeInstanceOf(InvalidRecordError)
   })
+
+  it('reserves the next block of seqs once half of one is used, before anyone has to wait for it', async () => {
+    let store = await stores.open({ seqBlock: 10 })
+    for (let i = 1; i <= 3; i++) expect(await store.outbox.allocateSeq()).toBe(i)
+    await store.outbox.drain()
+    // the first seq reserved 1–11; a reopened store starts after what was reserved
+    store = await stores.reopen(store, { seqBlock: 10 })
+    expect(await store.outbox.allocateSeq()).toBe(12)
+    // 12 reserved 12–22; at 18 less than half a block is left, and 23–32 is reserved as well
+    for (let i = 13; i <= 18; i++) expect(await store.outbox.allocateSeq()).toBe(i)
+    await store.outbox.drain()
+    store = await stores.reopen(store, { seqBlock: 10 })
+    expect(await store.outbox.allocateSeq()).toBe(33)
+  })
 })
