@@ -1,5 +1,5 @@
 import type { JsonValue } from '@persona-mesh/protocol'
-import { type Db, jsonSub, keyPart, type Sub } from './db.js'
+import { type Db, encodeDel, encodePut, jsonSub, keyPart, type Sub } from './db.js'
 import { InvalidRecordError } from './errors.js'
 import type { AbortOptions, MetaStore } from './index.js'
 import type { SyncWriter } from './writer.js'
@@ -28,14 +28,13 @@ export class LevelMetaStore implements MetaStore {
     this.init.guard()
     keyPart(key, 'meta key')
     if (value === undefined) throw new InvalidRecordError('meta value must be JSON, not undefined')
-    // serialize here, so an unencodable value fails this call and not a shared batch
-    const copy = JSON.parse(JSON.stringify(value)) as JsonValue
-    await this.init.writer.write([{ type: 'put', sublevel: this.meta, key, value: copy }], options)
+    // encoded here, so an unencodable value fails this call and not a shared batch
+    await this.init.writer.write([encodePut(this.meta, key, value)], options)
   }
 
   async delete (key: string, options: AbortOptions = {}): Promise<void> {
     this.init.guard()
     keyPart(key, 'meta key')
-    await this.init.writer.write([{ type: 'del', sublevel: this.meta, key }], options)
+    await this.init.writer.write([encodeDel(this.meta, key)], options)
   }
 }

@@ -1,6 +1,6 @@
 import { isUlid, PRIORITIES, type Priority } from '@persona-mesh/protocol'
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from './constants.js'
-import { bytesSub, clampLimit, type Db, decodeCursor, decodeRecord, encodeCursor, encodeRecord, indexSub, jsonSub, keyPart, pad, pageRange, plainBytes, type Range, SEP, type Sub, timestamp, under } from './db.js'
+import { bytesSub, clampLimit, type Db, decodeCursor, decodeRecord, encodeCursor, encodePut, encodeRecord, indexSub, jsonSub, keyPart, pad, pageRange, plainBytes, type Range, SEP, type Sub, timestamp, under } from './db.js'
 import { InvalidRecordError, QueueFullError } from './errors.js'
 import type {
   AbortOptions,
@@ -377,7 +377,9 @@ export class LevelOutbox implements Outbox {
     this.reservation ??= (async () => {
       try {
         const reserved = Math.max(last, this.seqReserved) + this.init.seqBlock
-        await this.init.writer.write([{ type: 'put', sublevel: this.init.sys, key: SEQ_KEY, value: reserved }])
+        // encoded, as every write of a delivery round is: one sublevel op would send the whole
+        // batch it joins down abstract-level's slow path
+        await this.init.writer.write([encodePut(this.init.sys, SEQ_KEY, reserved)])
         this.seqReserved = Math.max(this.seqReserved, reserved)
       } finally {
         this.reservation = undefined
