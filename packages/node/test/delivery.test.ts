@@ -345,6 +345,38 @@ describe('durable delivery between two live nodes', () => {
     await waitFor(() => (aria as unknown as { delivery: { peers: Map<string, { flushing: boolean }> } }).delivery.peers.get(kira.peerId)?.flushing === false, 'the flush over once nothing more comes')
   })
 
+  it('a message queued while the flush reads the queue, too late for the read but sorting before the end of its page, is still sent', async () => {
+    const kira = await mesh.node({ name: 'kira' })
+    const aria = await mesh.node({ name: 'aria' })
+    await aria.dial(kira.multiaddrs[0]!)
+    await waitFor(async () => (await aria.peers()).some(p => p.peerId === kira.peerId && p.name === 'kira'), 'kira\'s card verified (its kick is over)')
+    const delivered = record(aria, 'message:delivered')
+    // hold deliveries back while five are queued, so that one flush reads them all at once
+    const delivery = (aria as unknown as { delivery: { peers: Map<string, { retryAt: number, flushing: boolean }>, kick: (peer: string, reset: boolean) => void } }).delivery
+    // the next flush resumes after this one: in the high-priority part of the queue
+    const ids = [(await aria.send(kira.peerId, { i: 0 }, { priority: 'high' })).id]
+    await waitFor(() => delivered.length === 1 && delivery.peers.get(kira.peerId)?.flushing === false, 'the first delivered and its flush over')
+    delivery.peers.get(kira.peerId)!.retryAt = Date.now() + 60_000
+    for (let i = 1; i < 5; i++) ids.push((await aria.send(kira.peerId, { i })).id)
+    expect(delivered.length).toBe(1)
+    const outbox = (aria as unknown as { currentStore: { outbox: { pending: (...args: unknown[]) => Promise<unknown[]> } } }).currentStore.outbox
+    const pending = outbox.pending.bind(outbox)
+    let armed = true
+    outbox.pending = async (...args) => {
+      const page = await pending(...args)
+      if (armed && page.length > 0) {
+        armed = false
+        // committed after the read's snapshot, and ahead of everything it returned
+        ids.push((await aria.send(kira.peerId, { urgent: true }, { priority: 'high' })).id)
+      }
+      return page
+    }
+    delivery.kick(kira.peerId, true)
+    await waitFor(() => delivered.length === ids.length, 'all delivered, the late high-priority one too')
+    expect(new Set(delivered.map(d => d.id))).toEqual(new Set(ids))
+    expect((await aria.status()).outbox.queued).toBe(0)
+  })
+
   it('after a flush delivered everything, a later message of any priority is still found (the next flush resumes only past delivered ones)', async () => {
     const kira = await mesh.node({ name: 'kira' })
     const aria = await mesh.node({ name: 'aria' })

@@ -96,6 +96,11 @@ interface PeerState {
   /** Queue position (priority rank, id) of the last entry the running flush read. */
   rank: number
   lastId: string
+  /**
+   * The last entry of the page the flush is working through (its position until it takes the
+   * next): anything queued that sorts before it and is not in the page would be stepped over.
+   */
+  horizon: Position
   /** The receiver asked us to slow down during this flush. */
   paused: boolean
   /** Acked, settlement not yet durable: still in the outbox, must not be sent again. */
@@ -232,12 +237,12 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   /**
    * `entry` is durably queued. A flush that has read its queue to the end takes it from its tail
    * rather than reading the queue again: at a steady rate of sends that read would cost more than
-   * the rest of the sender's storage work. Out of order (before something already read or
-   * collected) it makes the flush read the queue from the start instead, as before.
+   * the rest of the sender's storage work. Out of order (before something already read, in the
+   * page being sent, or collected) it makes the flush read the queue from the start instead.
    */
   private onQueued (entry: OutboxEntry): void {
     const state = this.peers.get(entry.to)
-    if (state?.resume !== undefined && before(entry, { rank: RANK[state.resume.priority] ?? 1, lastId: state.resume.id })) state.resume = undefined
+    if (state?.resume !== undefined && before(entry, positionOf(state.resume))) state.resume = undefined
     const tail = state?.tail
     if (state?.flushing === true && tail !== undefined) {
       const last = tail[tail.length - 1]
@@ -246,7 +251,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
         state.tail = []
         state.tailBytes = 0
         state.caughtUp = false
-      } else if (!before(entry, state) && (last === undefined || !before(entry, { rank: RANK[last.priority] ?? 1, lastId: last.id }))) {
+      } else if (!before(entry, state.horizon) && (last === undefined || !before(entry, positionOf(last)))) {
         tail.push(entry)
         state.tailBytes += entry.bytes.byteLength
       } else {
@@ -268,7 +273,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       state.again = true
       // the flush reads on from where it is in the queue; anything queued before that position
       // (a higher priority, or an add that committed late) makes it read from the start again
-      if (queued === undefined || before(queued, state)) state.restart = true
+      if (queued === undefined || before(queued, state.horizon)) state.restart = true
       state.wake?.()
       return
     }
@@ -280,7 +285,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   private state (peer: string): PeerState {
     let state = this.peers.get(peer)
     if (state === undefined) {
-      state = { flushing: false, again: false, retryAt: 0, delay: RETRY_MIN_MS, restart: false, rank: 0, lastId: '', paused: false, settling: new Set(), tailBytes: 0, caughtUp: false, settleFailed: false }
+      state = { flushing: false, again: false, retryAt: 0, delay: RETRY_MIN_MS, restart: false, rank: 0, lastId: '', horizon: { rank: 0, lastId: '' }, paused: false, settling: new Set(), tailBytes: 0, caughtUp: false, settleFailed: false }
       this.peers.set(peer, state)
     }
     return state
@@ -335,6 +340,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       state.rank = RANK[after.priority] ?? 1
       state.lastId = after.id
     }
+    state.horizon = { rank: state.rank, lastId: state.lastId }
     let link: Link | undefined
     for (;;) {
       if (!this.started) return false
@@ -343,15 +349,17 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
         after = undefined
         state.rank = 0
         state.lastId = ''
+        state.horizon = { rank: 0, lastId: '' }
         state.caughtUp = false
       }
       state.again = false
       let page: OutboxEntry[]
-      if (state.caughtUp && !state.restart) {
+      if (state.caughtUp) {
         // everything queued since the last read, in order; what that read returned already is behind the position
         page = state.tail!.filter(entry => !before(entry, state) && entry.id !== state.lastId)
         state.tail = []
         state.tailBytes = 0
+        if (page.length > 0) state.horizon = positionOf(page[page.length - 1]!)
       } else {
         // collect what gets queued from here on; a read that ends short of a page reached the end
         state.tail = []
@@ -359,6 +367,17 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
         state.caughtUp = false
         page = await store.outbox.pending(peer, after === undefined ? { limit: DELIVERY_PAGE } : { limit: DELIVERY_PAGE, after })
         if (state.restart) continue
+        if (page.length > 0) state.horizon = positionOf(page[page.length - 1]!)
+        // collected while the read ran, sorting before the end of its page, but not in it: it
+        // committed too late for the read (ids and priorities need not commit in order)
+        const early = state.tail.filter(entry => before(entry, state.horizon))
+        if (early.length > 0) {
+          const read = new Set(page.map(entry => entry.id))
+          if (early.some(entry => !read.has(entry.id))) {
+            state.restart = true
+            continue
+          }
+        }
         state.caughtUp = page.length < DELIVERY_PAGE
       }
       if (page.length === 0) {
@@ -852,8 +871,18 @@ export function cachedSigner (privateKey: PrivateKey): PrivateKey {
   return signer
 }
 
-/** Does `entry` sort before the position a flush has read up to? */
-function before (entry: Pick<OutboxEntry, 'priority' | 'id'>, position: { rank: number, lastId: string }): boolean {
+/** A place in a peer's queue: priority rank, then id. */
+interface Position {
+  rank: number
+  lastId: string
+}
+
+function positionOf (entry: Pick<OutboxEntry, 'priority' | 'id'>): Position {
+  return { rank: RANK[entry.priority] ?? 1, lastId: entry.id }
+}
+
+/** Does `entry` sort before `position`? */
+function before (entry: Pick<OutboxEntry, 'priority' | 'id'>, position: Position): boolean {
   const rank = RANK[entry.priority] ?? 1
   return rank < position.rank || (rank === position.rank && entry.id < position.lastId)
 }
