@@ -1,4 +1,3 @@
-import { createPrivateKey, sign as cryptoSign, type KeyObject } from 'node:crypto'
 import type { Connection, Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -32,6 +31,7 @@ import {
   SWEEP_INTERVAL_MS
 } from './constants.js'
 import type { DeliveryEvents, EnvelopeOptions, SendResult } from './index.js'
+import { createSigner, type Signer } from './signer.js'
 
 const log = logger('persona-mesh:delivery')
 
@@ -169,15 +169,15 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     if (evt.detail.protocols.includes(DELIVER_PROTOCOL)) this.kick(evt.detail.peerId.toString(), true)
   }
 
-  /** Signs envelopes: our key, imported once (see {@link cachedSigner}). */
-  private readonly signer: PrivateKey
+  /** Signs envelopes (see {@link createSigner}). */
+  private signer: Signer
 
   constructor (private readonly components: DeliveryComponents, private readonly init: DeliveryInit = {}) {
     super()
     this.buckets = new TokenBuckets(init.rateLimit ?? DEFAULT_DELIVERY_RATE)
     this.maxFrameSize = init.maxFrameSize ?? MAX_FRAME_SIZE
     this.self = components.libp2p.peerId.toString()
-    this.signer = cachedSigner(components.privateKey)
+    this.signer = createSigner(components.privateKey)
   }
 
   async start (): Promise<void> {
@@ -204,6 +204,10 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     await Promise.all([...this.links.values()].map(async link => { await this.closeLink(link) }))
     await Promise.all([...this.inbound].map(async c => { await c.close() }))
     this.inbound.clear()
+    // a fresh one for a restart: it starts no worker until a burst of sends needs one
+    const signer = this.signer
+    this.signer = createSigner(this.components.privateKey)
+    await signer.close()
   }
 
   /** Seal an envelope for `to` (a PeerId), queue it durably, and start delivering it. */
@@ -834,41 +838,6 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       await this.settle(entry, { status: 'failed', reason: result.message ?? result.reason })
     }
   }
-}
-
-/**
- * `privateKey`, but an Ed25519 key signs with a `KeyObject` imported once: libp2p's key imports
- * the raw key (JWK → KeyObject) on every signature, which cost about as much as signing. Ed25519
- * signatures are deterministic, so the bytes are the same. Other key types are used as they are.
- */
-export function cachedSigner (privateKey: PrivateKey): PrivateKey {
-  if (privateKey.type !== 'Ed25519' || privateKey.raw.byteLength !== 64) return privateKey
-  let keyObject: KeyObject
-  try {
-    keyObject = createPrivateKey({
-      format: 'jwk',
-      key: {
-        kty: 'OKP',
-        crv: 'Ed25519',
-        d: Buffer.from(privateKey.raw.subarray(0, 32)).toString('base64url'),
-        x: Buffer.from(privateKey.publicKey.raw).toString('base64url')
-      }
-    })
-  } catch {
-    return privateKey
-  }
-  const signer: PrivateKey = {
-    type: privateKey.type,
-    raw: privateKey.raw,
-    publicKey: privateKey.publicKey,
-    equals: (key) => privateKey.equals(key),
-    sign: (message, options) => {
-      options?.signal?.throwIfAborted()
-      const sig = cryptoSign(null, message instanceof Uint8Array ? message : message.subarray(), keyObject)
-      return new Uint8Array(sig.buffer, sig.byteOffset, sig.byteLength)
-    }
-  }
-  return signer
 }
 
 /** A place in a peer's queue: priority rank, then id. */
