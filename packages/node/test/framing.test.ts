@@ -3,18 +3,12 @@ import * as varint from 'uint8-varint'
 import { describe, expect, it } from 'vitest'
 import { FrameDecoder, FrameTooLargeError, FramingError } from '../src/framing.js'
 import { prng32, randomBytes } from '../../../test/support/random.js'
+import { concat, lengthPrefixed } from './raw-stream.js'
 
 const LIMIT = 4096
 
 function framed (payloads: Uint8Array[]): Uint8Array {
-  const parts = payloads.flatMap(p => [varint.encode(p.byteLength), p])
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.byteLength
-  }
-  return out
+  return concat(...payloads.map(lengthPrefixed))
 }
 
 /** `bytes` cut at random places into chunks of 1 byte up to `max`; some chunks come as lists of parts, as a stream may hand them. */

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { createEnvelope, type EnvelopeInit, type MessageEnvelope, newId, type Priority } from '@persona-mesh/protocol'
 import type { InboxItem, MeshStore, OpenStoreOptions, OutboxEntryInit } from '../src/index.js'
 import { openStore } from '../src/index.js'
+import { type Db, openLevel } from '../src/db.js'
 
 export const ALICE = '12D3KooWAliceAliceAliceAliceAliceAliceAliceAlice1'
 export const BOB = '12D3KooWBobBobBobBobBobBobBobBobBobBobBobBobBob1'
@@ -13,6 +14,7 @@ export const CAROL = '12D3KooWCarolCarolCarolCarolCarolCarolCarolCar1'
 export class TempStores {
   private dirs: string[] = []
   private stores: MeshStore[] = []
+  private dbs: Db[] = []
 
   async dir (): Promise<string> {
     const dir = await mkdtemp(join(tmpdir(), 'pm-store-'))
@@ -27,6 +29,14 @@ export class TempStores {
     return store
   }
 
+  /** A bare LevelDB (the store's settings) in a temp dir, closed by `cleanup()`. */
+  async level (): Promise<Db> {
+    const db = openLevel(join(await this.dir(), 'db'))
+    await db.open()
+    this.dbs.push(db)
+    return db
+  }
+
   /** Close and open again on the same path. */
   async reopen (store: MeshStore, options: Partial<OpenStoreOptions> = {}): Promise<MeshStore> {
     await store.close()
@@ -35,8 +45,10 @@ export class TempStores {
 
   async cleanup (): Promise<void> {
     await Promise.all(this.stores.map(async s => { await s.close() }))
+    await Promise.all(this.dbs.map(async db => { await db.close() }))
     await Promise.all(this.dirs.map(async d => { await rm(d, { recursive: true, force: true }) }))
     this.stores = []
+    this.dbs = []
     this.dirs = []
   }
 }

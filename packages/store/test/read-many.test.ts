@@ -1,21 +1,9 @@
-import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { type Db, jsonSub, openLevel, readMany, type Sub } from '../src/db.js'
+import { jsonSub, readMany, type Sub } from '../src/db.js'
 import { TempStores } from './helpers.js'
 
 const stores = new TempStores()
-const dbs: Db[] = []
-afterEach(async () => {
-  await Promise.all(dbs.splice(0).map(async db => { await db.close() }))
-  await stores.cleanup()
-})
-
-async function level (): Promise<Db> {
-  const db = openLevel(join(await stores.dir(), 'db'))
-  await db.open()
-  dbs.push(db)
-  return db
-}
+afterEach(async () => { await stores.cleanup() })
 
 /** The sublevel's reads, counted; its event-loop reads take `syncMs` each. */
 function counted<V> (sub: Sub<V>, syncMs = 0): Sub<V> & { sync: number, pooled: number } {
@@ -40,7 +28,7 @@ function counted<V> (sub: Sub<V>, syncMs = 0): Sub<V> & { sync: number, pooled: 
 
 describe('readMany', () => {
   it('reads what getMany reads, missing keys included, on the event loop', async () => {
-    const db = await level()
+    const db = await stores.level()
     const sub = jsonSub<{ n: number }>(db, 'r')
     await db.batch([{ type: 'put', sublevel: sub as never, key: 'a', value: { n: 1 } }, { type: 'put', sublevel: sub as never, key: 'c', value: { n: 3 } }])
     const spy = counted(sub)
@@ -51,7 +39,7 @@ describe('readMany', () => {
   })
 
   it('reads a large batch through the thread pool, so one round cannot block the event loop for long', async () => {
-    const db = await level()
+    const db = await stores.level()
     const spy = counted(jsonSub<number>(db, 'r'))
     const keys = Array.from({ length: 2000 }, (_, i) => `k${i}`)
     expect((await readMany(spy, keys)).every(v => v === undefined)).toBe(true)
@@ -59,7 +47,7 @@ describe('readMany', () => {
   })
 
   it('reads a sublevel that is still opening through the thread pool (which waits for it)', async () => {
-    const db = await level()
+    const db = await stores.level()
     const spy = counted(jsonSub<number>(db, 'r'))
     expect(spy.status).not.toBe('open')
     expect(await readMany(spy, ['x'])).toEqual([undefined])
@@ -67,7 +55,7 @@ describe('readMany', () => {
   })
 
   it('after a slow batch of event-loop reads (they reached the disk), reads go through the thread pool', async () => {
-    const db = await level()
+    const db = await stores.level()
     const slow = counted(jsonSub<number>(db, 'r'), 5)
     await slow.getMany(['x'])
     slow.pooled = 0

@@ -1,26 +1,14 @@
-import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { type Db, jsonSub, openLevel } from '../src/db.js'
+import { jsonSub } from '../src/db.js'
 import { SyncWriter } from '../src/writer.js'
 import { TempStores } from './helpers.js'
 
 const stores = new TempStores()
-const dbs: Db[] = []
-afterEach(async () => {
-  await Promise.all(dbs.splice(0).map(async db => { await db.close() }))
-  await stores.cleanup()
-})
-
-async function level (): Promise<Db> {
-  const db = openLevel(join(await stores.dir(), 'db'))
-  await db.open()
-  dbs.push(db)
-  return db
-}
+afterEach(async () => { await stores.cleanup() })
 
 describe('group commit', () => {
   it('syncs a batch when any of its writes asks for it, and only then', async () => {
-    const db = await level()
+    const db = await stores.level()
     const writer = new SyncWriter(db)
     const sub = jsonSub<number>(db, 'x')
     await writer.write([{ type: 'put', sublevel: sub, key: 'lazy', value: 1 }], { sync: false })
@@ -34,7 +22,7 @@ describe('group commit', () => {
   })
 
   it('coalesces writes issued together into one synced batch', async () => {
-    const db = await level()
+    const db = await stores.level()
     const writer = new SyncWriter(db)
     const sub = jsonSub<number>(db, 'x')
     await Promise.all(Array.from({ length: 200 }, async (_, i) => {
@@ -45,7 +33,7 @@ describe('group commit', () => {
   })
 
   it('puts everything requested while a batch is in flight into the next batch', async () => {
-    const db = await level()
+    const db = await stores.level()
     const writer = new SyncWriter(db)
     const sub = jsonSub<number>(db, 'x')
     let firstDone = false
@@ -64,7 +52,7 @@ describe('group commit', () => {
   })
 
   it('keeps one bad write from failing the others it was batched with', async () => {
-    const db = await level()
+    const db = await stores.level()
     const writer = new SyncWriter(db)
     const sub = jsonSub<unknown>(db, 'x')
     const results = await Promise.allSettled([
@@ -78,7 +66,7 @@ describe('group commit', () => {
   })
 
   it('drops a queued write whose signal aborts, and refuses an aborted one', async () => {
-    const db = await level()
+    const db = await stores.level()
     const writer = new SyncWriter(db)
     const sub = jsonSub<number>(db, 'x')
     const controller = new AbortController()
