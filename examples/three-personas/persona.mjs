@@ -130,8 +130,9 @@ node.addEventListener('message:received', (evt) => {
   if (entry.kind === 'broadcast') {
     void nameOf(entry.from).then(from => { tell(`heard on #${entry.topic} from ${from}: ${JSON.stringify(entry.body)}`) })
   } else if (entry.kind === 'message') {
-    messages++
-    void nameOf(entry.from).then(from => { tell(`inbox: message #${messages} from ${from}: ${JSON.stringify(entry.body)}`) })
+    // numbered on arrival: the name lookup below may finish after the next message arrived
+    const n = ++messages
+    void nameOf(entry.from).then(from => { tell(`inbox: message #${n} from ${from}: ${JSON.stringify(entry.body)}`) })
   }
 })
 
