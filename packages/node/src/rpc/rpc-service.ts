@@ -14,7 +14,7 @@ import {
   WIRE_VERSION
 } from '@persona-mesh/protocol'
 import { AbortError, DuplicateHandlerError, InvalidArgumentError, NotStartedError, PeerUnreachableError, TimeoutError } from '../errors.js'
-import { FrameChannel, FrameTooLargeError } from '../framing.js'
+import { FrameChannel } from '../framing.js'
 import {
   DEFAULT_HANDLER_TIMEOUT_MS,
   DEFAULT_MAX_CONCURRENT_PER_PEER,
@@ -364,7 +364,7 @@ export class RpcService {
       onFrame: (bytes) => { this.onRequestFrame(channel, from, running, bytes, closeIfDone) },
       onFramingError: (err) => {
         log('peer %s broke rpc framing: %s', from, err.message)
-        const reason: NackReason = err instanceof FrameTooLargeError ? 'too_large' : 'invalid_request'
+        const reason: NackReason = err.name === 'InvalidMessageLengthError' || err.name === 'InvalidParametersError' ? 'too_large' : 'invalid_request'
         this.reply(channel, nackFrame(null, reason, `frame refused: larger than ${this.maxFrameSize} bytes or badly framed`))
         void channel.close()
       },
