@@ -3,7 +3,7 @@ import { ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX_FRAME_SIZE, WIRE_VERSION } 
 import { EnvelopeSchema, isPlainEnvelope } from './envelope.js'
 import { ExpiredError, InvalidSignatureError, MalformedMessageError, UnsupportedVersionError } from './errors.js'
 import { canonicalEncode, canonicalStringify, decodeUtf8, isCanonicalJsonText, parseBoundedJson, parseJson } from './json.js'
-import { openPayload, sealPayload } from './signed.js'
+import { openPayload, type SignatureCheck, sealPayload } from './signed.js'
 import type { MessageEnvelope } from './envelope.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { z } from 'zod'
@@ -21,10 +21,10 @@ export interface OpenOptions {
   /** Skip the expiry check (reading one's own stored envelopes). @default false */
   allowExpired?: boolean
   /**
-   * Verify the signature on libuv's thread pool: for bursts (a delivery window), where several
-   * verifications then run on other cores; a single receipt waits a little longer for it.
+   * How the signature is checked: by default synchronously, with the Ed25519 implementation in
+   * use. A node receiving bursts (a delivery window) passes one that verifies them off the event loop.
    */
-  offThread?: boolean
+  checkSignature?: SignatureCheck
 }
 
 /** A verified envelope: the signature checks out and its signer is `envelope.from`. */
@@ -88,7 +88,7 @@ export async function sealEnvelope (envelope: MessageEnvelope, privateKey: Priva
  * `UnsupportedVersionError` or `ExpiredError`.
  */
 export async function openEnvelope (bytes: Uint8Array, options: OpenOptions = {}): Promise<OpenedEnvelope> {
-  const { payload, signer } = await openPayload(bytes, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, options.maxSize ?? MAX_FRAME_SIZE, options.offThread)
+  const { payload, signer } = await openPayload(bytes, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, options.maxSize ?? MAX_FRAME_SIZE, options.checkSignature)
   const text = decodeUtf8(payload)
   // canonical text (as every honest sender writes it) is known canonical without re-encoding it
   const canonical = payload[0] === 0x7b && isCanonicalJsonText(text)

@@ -1,9 +1,10 @@
-import { createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto'
 import { publicKeyFromRaw } from '@libp2p/crypto/keys'
 import { peerIdFromPublicKey } from '@libp2p/peer-id'
 import { RecordEnvelope } from '@libp2p/peer-record'
 import { equals as bytesEqual } from 'uint8arrays/equals'
+import { ed25519, SIGNATURE_LENGTH } from './ed25519.js'
 import { InvalidSignatureError, MalformedMessageError, TooLargeError } from './errors.js'
+import { bytesKey, Lru } from './lru.js'
 import type { PrivateKey, Record } from '@libp2p/interface'
 
 /** A signed payload as it came off the wire, with the PeerId that signed it. */
@@ -35,14 +36,14 @@ class PayloadRecord implements Record {
  *   key (`08 01 12 20` + 32 key bytes), 2 the payload type, 3 the payload, 5 the 64-byte signature;
  *   nothing else, every length in its shortest form. Bytes in any other layout go the general
  *   way, which accepts only what re-marshals to the same bytes: the fast path accepts a subset of
- *   what it accepts, and verifies each one the same way (Ed25519 over the same bytes).
+ *   what it accepts, and verifies each one over the same bytes, with libsodium where it loads
+ *   (see `ed25519.ts`: it also refuses the few degenerate keys and signatures OpenSSL lets by).
  *
  * What it saves: libp2p imports the public key (JWK → KeyObject) on every verification, and the
- * signer's PeerId is re-derived and base58-encoded for every envelope. Both are cached per key.
+ * signer's PeerId is re-derived and base58-encoded for every envelope. Both are done once per key.
  */
 const ED25519_PUBLIC_KEY_PB = Uint8Array.of(0x08, 0x01, 0x12, 0x20)
 const ED25519_KEY_LENGTH = 32
-const SIGNATURE_LENGTH = 64
 /** Field 1 (public key, 36 bytes), then the key's own protobuf header. */
 const KEY_FIELD = Uint8Array.of(0x0a, 0x24, ...ED25519_PUBLIC_KEY_PB)
 const KEY_FIELD_END = KEY_FIELD.byteLength + ED25519_KEY_LENGTH
@@ -94,40 +95,26 @@ export function signedBytes (domain: string, payloadType: Uint8Array, payload: U
   return out
 }
 
-/** A signer's verification key and PeerId string, derived once. */
-interface Signer {
-  key: KeyObject
-  peerId: string
+/** Most signers whose PeerId is kept. */
+export const SIGNER_CACHE_SIZE = 1024
+const signers = new Lru<string>(SIGNER_CACHE_SIZE)
+
+/** The PeerId string of an Ed25519 public key (raw), derived once per key. */
+function signerOf (raw: Uint8Array): string {
+  return signers.getOr(bytesKey(raw), () => peerIdFromPublicKey(publicKeyFromRaw(Uint8Array.from(raw))).toString())
 }
 
-/** Most verification keys kept; the least recently used goes first. */
-export const VERIFY_KEY_CACHE_SIZE = 1024
-const signers = new Map<string, Signer>()
-
-function signerOf (raw: Uint8Array): Signer {
-  const id = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64')
-  let signer = signers.get(id)
-  if (signer !== undefined) {
-    // most recently used last: the first entry is the one to evict
-    signers.delete(id)
-    signers.set(id, signer)
-    return signer
-  }
-  const copy = Uint8Array.from(raw)
-  signer = {
-    // the import libp2p's `Ed25519PublicKey.verify` does on every call
-    key: createPublicKey({ format: 'jwk', key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(copy).toString('base64url') } }),
-    peerId: peerIdFromPublicKey(publicKeyFromRaw(copy)).toString()
-  }
-  if (signers.size >= VERIFY_KEY_CACHE_SIZE) signers.delete(signers.keys().next().value!)
-  signers.set(id, signer)
-  return signer
-}
-
-/** How many verification keys are cached (tests). */
-export function cachedVerifyKeys (): number {
+/** How many signers' PeerIds are cached (tests). */
+export function cachedSigners (): number {
   return signers.size
 }
+
+/**
+ * Checks one Ed25519 signature (raw 32-byte public key, 64-byte signature); by default the
+ * synchronous {@link ed25519} in use. A node verifying bursts passes one that batches them off the
+ * event loop.
+ */
+export type SignatureCheck = (message: Uint8Array, publicKey: Uint8Array, signature: Uint8Array) => boolean | Promise<boolean>
 
 /** The parts of an envelope in exactly the layout `RecordEnvelope.marshal()` gives an Ed25519 key; `undefined` otherwise. */
 function parseEd25519 (data: Uint8Array, payloadType: Uint8Array): { key: Uint8Array, payload: Uint8Array, signature: Uint8Array } | undefined {
@@ -200,41 +187,26 @@ async function sealEd25519 (domain: string, payloadType: Uint8Array, payload: Ui
   return out
 }
 
-/**
- * Ed25519 verification on libuv's thread pool (`crypto.verify` with a callback): at ~60-80 µs a
- * signature it is the largest cost of a receipt, and off the event loop a node verifies a burst of
- * envelopes on several cores while it goes on with its streams and storage. The hop costs a single
- * receipt latency, so it is the caller's choice.
- */
-async function verifyOffThread (data: Uint8Array, key: KeyObject, signature: Uint8Array): Promise<boolean> {
-  return await new Promise<boolean>((resolve, reject) => {
-    cryptoVerify(null, data, key, signature, (err, valid) => {
-      if (err != null) reject(err)
-      else resolve(valid)
-    })
-  })
-}
-
 /** Check size, envelope framing, payload type and signature; return the payload and its signer. */
-export async function openPayload (data: Uint8Array, domain: string, payloadType: Uint8Array, maxSize: number, offThread = false): Promise<OpenedPayload> {
+export async function openPayload (data: Uint8Array, domain: string, payloadType: Uint8Array, maxSize: number, check?: SignatureCheck): Promise<OpenedPayload> {
   if (data.byteLength > maxSize) {
     throw new TooLargeError(data.byteLength, maxSize, 'sealed payload')
   }
   const parts = parseEd25519(data, payloadType)
   if (parts !== undefined) {
-    let signer: Signer | undefined
+    let signer: string | undefined
     let valid = false
     try {
       signer = signerOf(parts.key)
       const signed = signedBytes(domain, payloadType, parts.payload)
-      valid = offThread ? await verifyOffThread(signed, signer.key, parts.signature) : cryptoVerify(null, signed, signer.key, parts.signature)
+      valid = check === undefined ? ed25519().verify(signed, parts.key, parts.signature) : await check(signed, parts.key, parts.signature)
     } catch {
       valid = false
     }
     if (!valid || signer === undefined) {
       throw new InvalidSignatureError('signature does not verify')
     }
-    return { payload: parts.payload, signer: signer.peerId }
+    return { payload: parts.payload, signer }
   }
   let envelope: RecordEnvelope
   try {

@@ -5,7 +5,8 @@ import { RecordEnvelope } from '@libp2p/peer-record'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE } from '../src/constants.js'
 import { InvalidSignatureError, MalformedMessageError } from '../src/errors.js'
-import { cachedVerifyKeys, openPayload, sealPayload, signedBytes, VERIFY_KEY_CACHE_SIZE } from '../src/signed.js'
+import { libsodium, openssl, verifyOnThreadPool } from '../src/ed25519.js'
+import { cachedSigners, openPayload, sealPayload, type SignatureCheck, signedBytes, SIGNER_CACHE_SIZE } from '../src/signed.js'
 import { rejection } from './rejection.js'
 
 // `sealPayload`/`openPayload` write and read Ed25519 envelopes directly, caching each signer's
@@ -54,32 +55,38 @@ describe('openPayload', () => {
     expect(opened.signer).toBe(peerIdFromPrivateKey(alice).toString())
   })
 
-  it.each([false, true])('still refuses a forged signature, a changed payload and another domain once the key is cached (off the event loop: %s)', async (offThread) => {
+  const checks: Array<[string, SignatureCheck | undefined]> = [
+    ['the default', undefined],
+    ['OpenSSL', openssl.verify],
+    ['OpenSSL on the thread pool', verifyOnThreadPool],
+    ['libsodium', libsodium()!.verify]
+  ]
+  it.each(checks)('still refuses a forged signature, a changed payload and another domain once the key is cached (%s)', async (_, check) => {
     const sealed = await sealPayload(ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, payloadOf(200), alice, MAX)
     // cached now
-    expect((await openPayload(sealed, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX, offThread)).payload).toEqual(payloadOf(200))
-    await openPayload(sealed, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX, offThread)
+    expect((await openPayload(sealed, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX, check)).payload).toEqual(payloadOf(200))
+    await openPayload(sealed, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX, check)
 
     const badSignature = sealed.slice()
     badSignature[badSignature.length - 1] ^= 0x01
-    expect(await rejection(openPayload(badSignature, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX, offThread))).toBeInstanceOf(InvalidSignatureError)
+    expect(await rejection(openPayload(badSignature, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX, check))).toBeInstanceOf(InvalidSignatureError)
 
     const badPayload = sealed.slice()
     badPayload[100] ^= 0x01
-    expect(await rejection(openPayload(badPayload, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX, offThread))).toBeInstanceOf(InvalidSignatureError)
+    expect(await rejection(openPayload(badPayload, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX, check))).toBeInstanceOf(InvalidSignatureError)
 
-    expect(await rejection(openPayload(sealed, 'persona-mesh/card', ENVELOPE_PAYLOAD_TYPE, MAX, offThread))).toBeInstanceOf(InvalidSignatureError)
+    expect(await rejection(openPayload(sealed, 'persona-mesh/card', ENVELOPE_PAYLOAD_TYPE, MAX, check))).toBeInstanceOf(InvalidSignatureError)
 
     // mallory's signature over the same payload, with alice's key in the envelope
     const mallorys = await sealPayload(ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, payloadOf(200), mallory, MAX)
     const spliced = sealed.slice()
     spliced.set(mallorys.subarray(mallorys.length - 64), spliced.length - 64)
-    expect(await rejection(openPayload(spliced, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX, offThread))).toBeInstanceOf(InvalidSignatureError)
+    expect(await rejection(openPayload(spliced, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX, check))).toBeInstanceOf(InvalidSignatureError)
 
     // and a key swapped in: the signature is alice's, the key mallory's
     const swapped = sealed.slice()
     swapped.set(mallory.publicKey.raw, 6)
-    expect(await rejection(openPayload(swapped, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX, offThread))).toBeInstanceOf(InvalidSignatureError)
+    expect(await rejection(openPayload(swapped, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX, check))).toBeInstanceOf(InvalidSignatureError)
   })
 
   it('refuses encodings RecordEnvelope would not produce, even with a valid signature', async () => {
@@ -112,16 +119,16 @@ describe('openPayload', () => {
     expect(await rejection(openPayload(tampered, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX))).toBeInstanceOf(Error)
   })
 
-  it('keeps at most VERIFY_KEY_CACHE_SIZE verification keys, and a key pushed out still verifies', async () => {
+  it('keeps at most SIGNER_CACHE_SIZE signers, and a key pushed out still verifies', async () => {
     const first = await generateKeyPair('Ed25519')
     const firstSealed = await sealPayload(ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, payloadOf(10), first, MAX)
     await openPayload(firstSealed, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX)
-    for (let i = 0; i < VERIFY_KEY_CACHE_SIZE + 10; i++) {
+    for (let i = 0; i < SIGNER_CACHE_SIZE + 10; i++) {
       const key = await generateKeyPair('Ed25519')
       const sealed = await sealPayload(ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, payloadOf(10), key, MAX)
       await openPayload(sealed, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX)
     }
-    expect(cachedVerifyKeys()).toBe(VERIFY_KEY_CACHE_SIZE)
+    expect(cachedSigners()).toBe(SIGNER_CACHE_SIZE)
     const again = await openPayload(firstSealed, ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX)
     expect(again.signer).toBe(peerIdFromPrivateKey(first).toString())
     const tampered = firstSealed.slice()

@@ -32,6 +32,7 @@ import {
 } from './constants.js'
 import type { DeliveryEvents, EnvelopeOptions, SendResult } from './index.js'
 import { createSigner, type Signer } from './signer.js'
+import { createVerifier, type Verifier } from './verifier.js'
 
 const log = logger('persona-mesh:delivery')
 
@@ -171,6 +172,8 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
 
   /** Signs envelopes (see {@link createSigner}). */
   private signer: Signer
+  /** Verifies the envelopes received (see {@link createVerifier}). */
+  private verifier: Verifier
 
   constructor (private readonly components: DeliveryComponents, private readonly init: DeliveryInit = {}) {
     super()
@@ -178,6 +181,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     this.maxFrameSize = init.maxFrameSize ?? MAX_FRAME_SIZE
     this.self = components.libp2p.peerId.toString()
     this.signer = createSigner(components.privateKey)
+    this.verifier = createVerifier()
   }
 
   async start (): Promise<void> {
@@ -204,10 +208,11 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     await Promise.all([...this.links.values()].map(async link => { await this.closeLink(link) }))
     await Promise.all([...this.inbound].map(async c => { await c.close() }))
     this.inbound.clear()
-    // a fresh one for a restart: it starts no worker until a burst of sends needs one
-    const signer = this.signer
+    // fresh ones for a restart: they start no worker until a burst needs one
+    const { signer, verifier } = this
     this.signer = createSigner(this.components.privateKey)
-    await signer.close()
+    this.verifier = createVerifier()
+    await Promise.all([signer.close(), verifier.close()])
   }
 
   /** Seal an envelope for `to` (a PeerId), queue it durably, and start delivering it. */
@@ -763,7 +768,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   private async check (bytes: Uint8Array, remote: string, admitted: boolean): Promise<Checked> {
     let envelope: MessageEnvelope
     try {
-      envelope = (await openEnvelope(bytes, { maxSize: this.maxFrameSize, allowExpired: true, offThread: true })).envelope
+      envelope = (await openEnvelope(bytes, { maxSize: this.maxFrameSize, allowExpired: true, checkSignature: this.verifier.check })).envelope
     } catch (err) {
       const reason = nackReasonFor(err as Error)
       log('refused a delivery from %s: %s', remote, (err as Error).message)

@@ -1,12 +1,6 @@
-import { createPrivateKey, sign as cryptoSign, type KeyObject } from 'node:crypto'
-import { Worker } from 'node:worker_threads'
+import { type Ed25519, ed25519, sodiumModulePath } from '@persona-mesh/protocol'
+import { BurstWorker } from './burst.js'
 import type { Ed25519PrivateKey, PrivateKey } from '@libp2p/interface'
-import { logger } from '@libp2p/logger'
-
-const log = logger('persona-mesh:signer')
-
-/** Signatures asked for in one turn of the event loop from which on they go to the worker. */
-export const WORKER_BATCH = 16
 
 /** A private key whose signatures may come from a worker thread; `close()` ends the worker. */
 export type Signer = PrivateKey & { close(): Promise<void> }
@@ -14,55 +8,48 @@ export type Signer = PrivateKey & { close(): Promise<void> }
 type SignInput = Parameters<Ed25519PrivateKey['sign']>[0]
 type SignOptions = Parameters<Ed25519PrivateKey['sign']>[1]
 
-interface Request {
-  data: Uint8Array
-  resolve: (signature: Uint8Array) => void
-  reject: (err: Error) => void
-}
-
-/** The worker: our key, imported once; a batch of byte strings in, their signatures out, in order. */
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads')
-const { createPrivateKey, sign } = require('node:crypto')
-const key = createPrivateKey({ format: 'jwk', key: workerData.jwk })
-parentPort.on('message', ({ id, data }) => {
-  let signatures
-  try {
-    signatures = data.map(d => sign(null, d, key))
-  } catch (err) {
-    parentPort.postMessage({ id, error: String(err && err.message || err) })
-    return
+/** In the worker: `workerData.secretKey` signs, with libsodium if `workerData.sodium` names it, else with OpenSSL. */
+const SIGN_SOURCE = `
+let work
+if (workerData.sodium !== undefined) {
+  const sodium = require(workerData.sodium)
+  work = (data) => {
+    const signature = new Uint8Array(64)
+    sodium.crypto_sign_detached(signature, data, workerData.secretKey)
+    return signature
   }
-  parentPort.postMessage({ id, signatures })
-})
+} else {
+  const { createPrivateKey, sign } = require('node:crypto')
+  const b64 = (bytes) => Buffer.from(bytes).toString('base64url')
+  const key = createPrivateKey({ format: 'jwk', key: { kty: 'OKP', crv: 'Ed25519', d: b64(workerData.secretKey.subarray(0, 32)), x: b64(workerData.secretKey.subarray(32)) } })
+  work = (data) => sign(null, data, key)
+}
 `
 
 /**
- * How a node signs envelopes. An Ed25519 key signs with a `KeyObject` imported once (libp2p's
- * key imports the raw key on every signature, which cost about as much as signing). A burst of
- * sends (at least {@link WORKER_BATCH} signatures asked for in one turn of the event loop) is
- * signed in a worker thread instead: at ~25-40 µs a signature, signing was the largest single
- * cost on a sending node's event loop. Fewer are signed at once, on the event loop, so one send
- * never waits for a worker (unless the worker still has earlier ones: signatures are handed out in
- * the order they were asked for). The worker starts with the first burst (which is signed here while it
- * boots); if it fails, its work is signed here and no more goes to it. Ed25519 signatures are
- * deterministic: the bytes are the same whoever signs. Other key types sign as they are.
+ * How a node signs envelopes. An Ed25519 key signs with the Ed25519 implementation in use
+ * (libsodium where it loads; libp2p's key would import itself on every signature, which costs
+ * about as much as signing), and a burst of sends is signed in a worker thread ({@link BurstWorker}):
+ * at ~25-40 µs a signature, signing was the largest single cost on a sending node's event loop.
+ * Signatures come back in the order they were asked for, so sends queue in that order. Ed25519
+ * signatures are deterministic: the bytes are the same whoever signs. Other key types sign as
+ * they are.
  */
-export function createSigner (privateKey: PrivateKey): Signer {
+export function createSigner (privateKey: PrivateKey, backend: Ed25519 = ed25519()): Signer {
   if (privateKey.type !== 'Ed25519' || privateKey.raw.byteLength !== 64) return asIs(privateKey)
-  const jwk = {
-    kty: 'OKP',
-    crv: 'Ed25519',
-    d: Buffer.from(privateKey.raw.subarray(0, 32)).toString('base64url'),
-    x: Buffer.from(privateKey.publicKey.raw).toString('base64url')
-  }
-  let keyObject: KeyObject
+  const secretKey = Uint8Array.from(privateKey.raw)
+  const { sign } = backend
   try {
-    keyObject = createPrivateKey({ format: 'jwk', key: jwk })
+    sign(Uint8Array.of(0), secretKey)
   } catch {
     return asIs(privateKey)
   }
-  return new BurstSigner(privateKey, keyObject, jwk)
+  return new BurstSigner(privateKey, new BurstWorker({
+    name: 'signing',
+    source: SIGN_SOURCE,
+    workerData: { secretKey, sodium: backend.name === 'libsodium' ? sodiumModulePath() : undefined },
+    inline: (data: Uint8Array) => sign(data, secretKey)
+  }))
 }
 
 function asIs (privateKey: PrivateKey): Signer {
@@ -78,15 +65,8 @@ function asIs (privateKey: PrivateKey): Signer {
 
 class BurstSigner implements Ed25519PrivateKey {
   readonly type = 'Ed25519' as const
-  private queue: Request[] = []
-  private worker: Worker | undefined
-  private ready = false
-  /** The worker failed or the signer was closed: everything is signed here. */
-  private inline = false
-  private nextBatch = 0
-  private readonly sent = new Map<number, Request[]>()
 
-  constructor (private readonly key: Ed25519PrivateKey, private readonly keyObject: KeyObject, private readonly jwk: Record<string, string>) {}
+  constructor (private readonly key: Ed25519PrivateKey, readonly burst: BurstWorker<Uint8Array, Uint8Array>) {}
 
   get raw (): Uint8Array { return this.key.raw }
   get publicKey (): Ed25519PrivateKey['publicKey'] { return this.key.publicKey }
@@ -97,88 +77,13 @@ class BurstSigner implements Ed25519PrivateKey {
 
   sign (message: SignInput, options?: SignOptions): Uint8Array | Promise<Uint8Array> {
     options?.signal?.throwIfAborted()
-    const data = message instanceof Uint8Array ? message : message.subarray()
-    if (this.inline) return this.signHere(data)
-    return new Promise<Uint8Array>((resolve, reject) => {
-      this.queue.push({ data, resolve, reject })
-      if (this.queue.length === 1) setImmediate(() => { this.dispatch() })
-    })
+    let data = message instanceof Uint8Array ? message : message.subarray()
+    // a view of a larger buffer would take all of that buffer to the worker
+    if (data.byteOffset !== 0 || data.byteLength !== data.buffer.byteLength) data = data.slice()
+    return this.burst.run(data)
   }
 
   async close (): Promise<void> {
-    this.inline = true
-    const worker = this.worker
-    this.worker = undefined
-    this.signHereAll([...this.queue.splice(0), ...this.takeSent()])
-    await worker?.terminate()
-  }
-
-  private signHere (data: Uint8Array): Uint8Array {
-    const sig = cryptoSign(null, data, this.keyObject)
-    return new Uint8Array(sig.buffer, sig.byteOffset, sig.byteLength)
-  }
-
-  private signHereAll (requests: Request[]): void {
-    for (const r of requests) {
-      try {
-        r.resolve(this.signHere(r.data))
-      } catch (err) {
-        r.reject(err as Error)
-      }
-    }
-  }
-
-  private dispatch (): void {
-    const batch = this.queue
-    this.queue = []
-    if (batch.length === 0) return
-    // signatures come back in the order they were asked for (sends queue in that order): a small
-    // batch is signed here only when the worker has nothing outstanding
-    if (this.inline || (batch.length < WORKER_BATCH && this.sent.size === 0)) {
-      this.signHereAll(batch)
-      return
-    }
-    if (this.worker === undefined) this.startWorker()
-    if (!this.ready) {
-      this.signHereAll(batch)
-      return
-    }
-    const id = this.nextBatch++
-    this.sent.set(id, batch)
-    this.worker!.postMessage({ id, data: batch.map(r => r.data) })
-  }
-
-  private startWorker (): void {
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { jwk: this.jwk } })
-    worker.unref()
-    this.worker = worker
-    worker.on('online', () => { this.ready = true })
-    worker.on('message', (msg: { id: number, signatures?: Uint8Array[], error?: string }) => {
-      const batch = this.sent.get(msg.id)
-      this.sent.delete(msg.id)
-      if (batch === undefined) return
-      if (msg.signatures === undefined || msg.signatures.length !== batch.length) {
-        log.error('signing worker failed a batch: %s', msg.error)
-        this.signHereAll(batch)
-        return
-      }
-      batch.forEach((r, i) => { r.resolve(msg.signatures![i]!) })
-    })
-    const fail = (err: Error): void => {
-      if (this.worker !== worker) return
-      log.error('signing worker stopped, signing on the event loop from now on: %e', err)
-      this.inline = true
-      this.worker = undefined
-      this.signHereAll(this.takeSent())
-    }
-    worker.on('error', fail)
-    worker.on('messageerror', fail)
-    worker.on('exit', (code) => { fail(new Error(`exited with code ${code}`)) })
-  }
-
-  private takeSent (): Request[] {
-    const all = [...this.sent.values()].flat()
-    this.sent.clear()
-    return all
+    await this.burst.close()
   }
 }
