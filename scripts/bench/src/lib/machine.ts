@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process'
 import { arch, availableParallelism, cpus, loadavg, platform, release, totalmem } from 'node:os'
+import { ed25519 } from '@persona-mesh/protocol'
 
 export interface MachineInfo {
   cpus: number
@@ -11,6 +12,8 @@ export interface MachineInfo {
   platform: string
   release: string
   arch: string
+  /** The Ed25519 implementation the mesh signs and verifies with (`PMESH_ED25519` can change it). */
+  ed25519: string
   commit?: string
   dirty?: boolean
 }
@@ -26,7 +29,8 @@ export function machineInfo (repoRoot: string): MachineInfo {
     node: process.version,
     platform: platform(),
     release: release(),
-    arch: arch()
+    arch: arch(),
+    ed25519: ed25519().name
   }
   try {
     // read-only: which code was measured
