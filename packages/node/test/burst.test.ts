@@ -20,6 +20,14 @@ function doubler (): BurstWorker<number, string> {
   })
 }
 
+/** A doubler whose worker is up (a first burst started it). */
+async function warmDoubler (): Promise<BurstWorker<string>> {
+  const burst = doubler()
+  await Promise.all(range(0, WORKER_BATCH).map(async n => await burst.run(n)))
+  await waitFor(() => internals(burst).ready, 'the worker up')
+  return burst
+}
+
 const value = (result: string): number => Number(result.slice(result.indexOf(':') + 1))
 const where = (result: string): string => result.slice(0, result.indexOf(':'))
 const range = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i)
@@ -74,10 +82,8 @@ describe('BurstWorker', () => {
   })
 
   it('a batch the worker fails is done here, and the worker goes on with the next', async () => {
-    const burst = doubler()
+    const burst = await warmDoubler()
     try {
-      await ask(burst, range(0, WORKER_BATCH))
-      await waitFor(() => internals(burst).ready, 'the worker up')
       const failed = await ask(burst, range(0, WORKER_BATCH * 2))
       expect(failed.results).toEqual(range(0, WORKER_BATCH * 2).map(n => `here:${n * 2}`))
       const next = await ask(burst, range(20, WORKER_BATCH))
@@ -89,10 +95,8 @@ describe('BurstWorker', () => {
   })
 
   it('a worker that dies takes nothing with it: what it held and everything after is done here', async () => {
-    const burst = doubler()
+    const burst = await warmDoubler()
     try {
-      await ask(burst, range(0, WORKER_BATCH))
-      await waitFor(() => internals(burst).ready, 'the worker up')
       const items = range(500, WORKER_BATCH * 3)
       const pending = ask(burst, items)
       // the batch is posted on the next turn; kill the worker right after that
@@ -108,9 +112,7 @@ describe('BurstWorker', () => {
   })
 
   it('close() does what is waiting here, ends the worker, and later work is done here', async () => {
-    const burst = doubler()
-    await ask(burst, range(0, WORKER_BATCH))
-    await waitFor(() => internals(burst).ready, 'the worker up')
+    const burst = await warmDoubler()
     const items = range(40, WORKER_BATCH * 2)
     const pending = ask(burst, items)
     await burst.close()
