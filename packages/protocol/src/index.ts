@@ -30,7 +30,7 @@ export {
   type MessageKind,
   type Priority
 } from './envelope.js'
-export { sealEnvelope, openEnvelope, decodeVersioned, type SealOptions, type OpenOptions, type OpenedEnvelope } from './seal.js'
+export { sealEnvelope, openEnvelope, readStoredEnvelope, decodeVersioned, type SealOptions, type OpenOptions, type OpenedEnvelope } from './seal.js'
 export { sealPayload, openPayload, type OpenedPayload, type SignatureCheck } from './signed.js'
 export { ed25519, libsodium, openssl, verifyOnThreadPool, sodiumModulePath, type Ed25519 } from './ed25519.js'
 export * from './rpc.js'

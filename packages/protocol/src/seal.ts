@@ -3,7 +3,7 @@ import { ENVELOPE_DOMAIN, ENVELOPE_PAYLOAD_TYPE, MAX_FRAME_SIZE, WIRE_VERSION } 
 import { EnvelopeSchema, isPlainEnvelope } from './envelope.js'
 import { ExpiredError, InvalidSignatureError, MalformedMessageError, UnsupportedVersionError } from './errors.js'
 import { canonicalEncode, canonicalStringify, decodeUtf8, isCanonicalJsonText, parseBoundedJson, parseJson } from './json.js'
-import { openPayload, type SignatureCheck, sealPayload } from './signed.js'
+import { openPayload, type SignatureCheck, sealPayload, storedPayload } from './signed.js'
 import type { MessageEnvelope } from './envelope.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { z } from 'zod'
@@ -107,4 +107,13 @@ export async function openEnvelope (bytes: Uint8Array, options: OpenOptions = {}
     throw new ExpiredError(`envelope ${envelope.id} expired at ${new Date(envelope.expiresAt).toISOString()}`)
   }
   return { envelope, bytes }
+}
+
+/**
+ * The envelope in sealed bytes that {@link openEnvelope} accepted before they were stored (an
+ * inbox keeps the bytes as received and reads the body back from them): decoded and validated,
+ * with no signature or expiry check. Throws `MalformedMessageError` or `UnsupportedVersionError`.
+ */
+export function readStoredEnvelope (bytes: Uint8Array): MessageEnvelope {
+  return decodeEnvelope(parseJson(storedPayload(bytes, ENVELOPE_PAYLOAD_TYPE)))
 }

@@ -15,6 +15,7 @@ import {
   MalformedMessageError,
   openEnvelope,
   openPayload,
+  readStoredEnvelope,
   sealEnvelope,
   sealPayload,
   TooLargeError,
@@ -155,6 +156,23 @@ describe('sealEnvelope / openEnvelope', () => {
     // mallory signs under the right domain and payload type, with alice in `from`
     const forged = await sealRaw(envelope(), mallory)
     await expectRejects(openEnvelope(forged), InvalidSignatureError, /claims to be from/)
+  })
+
+  it('reads an envelope back from stored bytes without verifying them', async () => {
+    const e = envelope({ body: { stored: ['once'] } })
+    expect(readStoredEnvelope(await sealEnvelope(e, alice))).toEqual(e)
+    // the general layout too (a key other than Ed25519)
+    const secp = await generateKeyPair('secp256k1')
+    const fromSecp = envelope({ from: peerIdFromPrivateKey(secp).toString() })
+    expect(readStoredEnvelope(await sealEnvelope(fromSecp, secp))).toEqual(fromSecp)
+    // no signature check: that was done before the bytes were stored
+    expect(readStoredEnvelope(await sealRaw(e, mallory))).toEqual(e)
+    expect(() => readStoredEnvelope(new Uint8Array([1, 2, 3]))).toThrow(MalformedMessageError)
+    expect(() => readStoredEnvelope(new Uint8Array(0))).toThrow(MalformedMessageError)
+    const otherType = await sealRaw(e, alice, ENVELOPE_DOMAIN, new TextEncoder().encode('/other/1'))
+    expect(() => readStoredEnvelope(otherType)).toThrow(/payload type/)
+    const notJson = await sealRaw(new TextEncoder().encode('not json'))
+    expect(() => readStoredEnvelope(notJson)).toThrow(MalformedMessageError)
   })
 
   describe('tampered bytes', () => {

@@ -227,13 +227,6 @@ export function decodeRecord<H> (value: Uint8Array): { header: H, blob: Uint8Arr
   return { header, blob: new Uint8Array(b.buffer, b.byteOffset + end, b.byteLength - end) }
 }
 
-/** Only the header of a binary record (reads that do not need the blob). */
-export function decodeHeader<H> (value: Uint8Array): H | undefined {
-  if (value.byteLength < 5 || value[0] !== RECORD_V1) return undefined
-  const b = Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength)
-  return JSON.parse(b.toString('utf8', 5, 5 + b.readUInt32BE(1))) as H
-}
-
 /** Separates the parts of a composite key. Nothing stored in a key part may contain it. */
 export const SEP = '\x00'
 const AFTER_SEP = '\x01'

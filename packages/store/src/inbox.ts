@@ -1,5 +1,6 @@
+import { readStoredEnvelope } from '@persona-mesh/protocol'
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from './constants.js'
-import { bytesSub, clampLimit, type Db, decodeHeader, decodeRecord, encodeCursor, encodeRecord, indexSub, jsonSub, keyPart, pad, plainBytes, readMany, SEP, type Sub, timestamp, under } from './db.js'
+import { bytesSub, clampLimit, type Db, decodeRecord, encodeCursor, encodeRecord, indexSub, jsonSub, keyPart, pad, plainBytes, readMany, SEP, type Sub, timestamp, under } from './db.js'
 import { fromLevel, InvalidRecordError } from './errors.js'
 import type {
   AbortOptions,
@@ -17,8 +18,15 @@ import type {
 import { readPage } from './page.js'
 import { Coalescer, type Serial, type Txn } from './serial.js'
 
-/** An entry as stored, the header of its binary record (the sealed envelope is the blob); its receipt key is its position. */
+/** An entry without its position (its receipt key). */
 type Stored = Omit<InboxEntry, 'cursor'>
+
+/**
+ * The header of an entry's binary record; the sealed envelope as received is the blob. The body
+ * is read from the envelope, not stored twice (it is most of a message's bytes, and every stored
+ * byte is written again by LevelDB's compactions). Records written before carry it here too.
+ */
+type StoredHeader = Omit<Stored, 'body'> & { body?: Stored['body'] }
 
 /**
  * Where an id lives: its receipt key, and whether in quarantine. `x`: while the id counts as seen
@@ -238,7 +246,8 @@ export class LevelInbox implements Inbox {
     // keep dedupe keys at least as long as the sender may retry
     const expiry = Math.max(stored.expiresAt, stored.receivedAt + this.init.dedupeTtl)
     const q = stored.quarantined
-    txn.put(q ? this.quarantine : this.entries, key, encodeRecord(stored, bytes))
+    const { body: _, ...header } = stored
+    txn.put(q ? this.quarantine : this.entries, key, encodeRecord(header, bytes))
     txn.put(this.byId, stored.id, { key, q, x: expiry })
     if (!q) txn.put(this.unreadIndex, key, '')
     txn.put(this.dedupe, sk, expiry)
@@ -290,7 +299,7 @@ export class LevelInbox implements Inbox {
       limit: clampLimit(query.limit, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
       signal: query.signal,
       map: (key, value) => {
-        const s = header(key, value)
+        const { header: s, blob } = record(key, value)
         if ((unreadOnly && s.acked) ||
           (from !== undefined && s.from !== from) ||
           (thread !== undefined && s.thread !== thread) ||
@@ -298,19 +307,21 @@ export class LevelInbox implements Inbox {
           (kinds !== undefined && !kinds.has(s.kind))) {
           return undefined
         }
-        return toEntry(key, s)
+        return toEntry(key, withBody(key, s, blob))
       }
     })
   }
 
   async get (id: string, options: AbortOptions = {}): Promise<InboxEntry | undefined> {
     const found = await this.record(id, options)
-    return found === undefined ? undefined : toEntry(found.key, header(found.key, found.value))
+    if (found === undefined) return undefined
+    const { header, blob } = record(found.key, found.value)
+    return toEntry(found.key, withBody(found.key, header, blob))
   }
 
   async bytes (id: string, options: AbortOptions = {}): Promise<Uint8Array | undefined> {
     const found = await this.record(id, options)
-    return found === undefined ? undefined : decodeRecord<Stored>(found.value)?.blob
+    return found === undefined ? undefined : decodeRecord<StoredHeader>(found.value)?.blob
   }
 
   /** The stored record of `id` (inbox or quarantine) and its receipt key, once pending receipts are written. */
@@ -340,7 +351,7 @@ export class LevelInbox implements Inbox {
       for (const loc of locs) {
         const sub = loc?.q === true ? this.quarantine : this.entries
         const value = loc === undefined ? undefined : await txn.get(sub, loc.key)
-        const record = value === undefined ? undefined : decodeRecord<Stored>(value)
+        const record = value === undefined ? undefined : decodeRecord<StoredHeader>(value)
         if (loc === undefined || record === undefined) {
           results.push('unknown')
         } else if (record.header.acked) {
@@ -373,7 +384,7 @@ export class LevelInbox implements Inbox {
       for (const id of ids) {
         const loc = await txn.get(this.byId, id)
         const value = loc === undefined ? undefined : await txn.get(loc.q ? this.quarantine : this.entries, loc.key)
-        const record = value === undefined ? undefined : decodeRecord<Stored>(value)
+        const record = value === undefined ? undefined : decodeRecord<StoredHeader>(value)
         if (loc === undefined || record === undefined) {
           results.push('unknown')
           continue
@@ -535,10 +546,22 @@ function seqKey (from: string, seq: number): string {
   return `s${SEP}${from}${SEP}${seq}`
 }
 
-function header (key: string, value: Uint8Array): Stored {
-  const s = decodeHeader<Stored>(value)
-  if (s === undefined) throw new InvalidRecordError(`inbox entry ${key} is in an unknown layout`)
-  return s
+function record (key: string, value: Uint8Array): { header: StoredHeader, blob: Uint8Array } {
+  const r = decodeRecord<StoredHeader>(value)
+  if (r === undefined) throw new InvalidRecordError(`inbox entry ${key} is in an unknown layout`)
+  return r
+}
+
+/** The entry of a record: its header, and the body from the envelope unless the header has it (older records). */
+function withBody (key: string, header: StoredHeader, blob: Uint8Array): Stored {
+  if ('body' in header) return header as Stored
+  let body: Stored['body']
+  try {
+    body = readStoredEnvelope(blob).body
+  } catch (err) {
+    throw new InvalidRecordError(`inbox entry ${key}: its stored envelope does not decode: ${(err as Error).message}`, { cause: err })
+  }
+  return { ...header, body }
 }
 
 function toStored (item: InboxItem): Stored {

@@ -1,14 +1,15 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createEnvelope, type EnvelopeInit, type MessageEnvelope, newId, type Priority } from '@persona-mesh/protocol'
+import { canonicalEncode, createEnvelope, ENVELOPE_PAYLOAD_TYPE, type EnvelopeInit, type MessageEnvelope, newId, type Priority } from '@persona-mesh/protocol'
 import type { InboxItem, MeshStore, OpenStoreOptions, OutboxEntryInit } from '../src/index.js'
 import { openStore } from '../src/index.js'
 import { type Db, openLevel } from '../src/db.js'
 
-export const ALICE = '12D3KooWAliceAliceAliceAliceAliceAliceAliceAlice1'
-export const BOB = '12D3KooWBobBobBobBobBobBobBobBobBobBobBobBobBob1'
-export const CAROL = '12D3KooWCarolCarolCarolCarolCarolCarolCarolCar1'
+// real PeerIds: entries are read back from their envelopes, which must pass the envelope schema
+export const ALICE = '12D3KooWPY2WpSsksWmZu3dwBo5ZzKSaXUkH3UYEQRPHsvYa7kaK'
+export const BOB = '12D3KooWEbgJA1YtjTUUnx3hz9CySgMBsE75ack8LZiuj5uxbpyB'
+export const CAROL = '12D3KooWKqW1xKXN1HcsuWMLtiUiebAMiCbDJji7imW1v4yLh2r4'
 
 /** A temp dir per test, removed afterwards; stores opened through it are closed first. */
 export class TempStores {
@@ -79,5 +80,27 @@ export function envelope (init: Partial<EnvelopeInit> = {}): MessageEnvelope {
 }
 
 export function item (env: MessageEnvelope, extra: Partial<InboxItem> = {}): InboxItem {
-  return { envelope: env, bytes: bytesOf(env.id), receivedAt: Date.now(), ...extra }
+  return { envelope: env, bytes: sealedLayout(env), receivedAt: Date.now(), ...extra }
+}
+
+/**
+ * `env` in the layout of a sealed Ed25519 envelope, with a zero key and signature: the store never
+ * verifies (the node does, before it stores), it only reads the envelope back.
+ */
+export function sealedLayout (env: MessageEnvelope): Uint8Array {
+  const payload = canonicalEncode(env)
+  const length: number[] = []
+  for (let n = payload.byteLength; ; n >>>= 7) {
+    if (n < 0x80) {
+      length.push(n)
+      break
+    }
+    length.push((n & 0x7f) | 0x80)
+  }
+  return Uint8Array.from([
+    0x0a, 0x24, 0x08, 0x01, 0x12, 0x20, ...new Uint8Array(32),
+    0x12, ENVELOPE_PAYLOAD_TYPE.byteLength, ...ENVELOPE_PAYLOAD_TYPE,
+    0x1a, ...length, ...payload,
+    0x2a, 0x40, ...new Uint8Array(64)
+  ])
 }

@@ -1,6 +1,7 @@
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { InboxEntry, InboxQuery, MeshStore } from '../src/index.js'
+import { bytesSub, decodeRecord, encodeRecord, openLevel } from '../src/db.js'
 import { InvalidRecordError } from '../src/index.js'
 import { ALICE, BOB, CAROL, envelope, item, TempStores } from './helpers.js'
 
@@ -176,6 +177,37 @@ describe('inbox', () => {
     expect(await store.inbox.pruneDedupe(now + 1001)).toBe(2)
     expect(await store.inbox.accept([item(short), item(long)])).toEqual(['stored', 'duplicate'])
     expect(await store.inbox.pruneDedupe(now + 1_000_001)).toBe(4)
+  })
+
+  it('keeps a body once, in the envelope bytes, and reads it back from them', async () => {
+    const path = join(await stores.dir(), 'db')
+    let store = await stores.open({ path })
+    const body = { text: 'x'.repeat(500), n: [1, 2, { deep: null }] }
+    const env = envelope({ seq: 1, body })
+    const broken = envelope({ from: CAROL, seq: 2 })
+    expect(await store.inbox.accept([item(env), item(broken)])).toEqual(['stored', 'stored'])
+    await store.close()
+
+    // the record's header has every field but the body; its blob is the envelope as received
+    const db = openLevel(path)
+    await db.open()
+    const ib = bytesSub(db, 'ib')
+    const [[, value], [brokenKey, brokenValue]] = await ib.iterator().all()
+    const record = decodeRecord<Record<string, unknown>>(value)!
+    expect(record.header).not.toHaveProperty('body')
+    expect(record.header).toMatchObject({ id: env.id, from: ALICE, seq: 1 })
+    expect(record.blob).toEqual(item(env).bytes)
+    // an entry whose stored envelope no longer decodes
+    const damaged = decodeRecord<Record<string, unknown>>(brokenValue)!
+    await ib.put(brokenKey, encodeRecord(damaged.header, new Uint8Array([1, 2, 3])))
+    await db.close()
+
+    store = await stores.open({ path })
+    expect((await store.inbox.get(env.id))?.body).toEqual(body)
+    await expect(store.inbox.get(broken.id)).rejects.toThrow(InvalidRecordError)
+    await expect(store.inbox.read()).rejects.toThrow(/does not decode/)
+    // entries a filter skips are never decoded
+    expect((await store.inbox.read({ from: ALICE })).entries.map(e => e.body)).toEqual([body])
   })
 
   it('refuses malformed items', async () => {
