@@ -12,7 +12,87 @@ const decoder = new TextDecoder('utf-8', { fatal: true })
  * the same string, so signatures over it are reproducible.
  */
 export function canonicalStringify (value: unknown, maxDepth: number = MAX_JSON_DEPTH): string {
-  return write(value, 0, maxDepth)
+  const ordered = canonicalOrder(value, 0, maxDepth)
+  return ordered === CAREFUL ? write(value, 0, maxDepth) : JSON.stringify(ordered)
+}
+
+/** What {@link canonicalOrder} returns when a value needs the careful writer. */
+const CAREFUL = Symbol('careful')
+
+/**
+ * `value` with the members of every object in canonical order (the same value where they are
+ * already), so that `JSON.stringify` writes its canonical text in one pass: that is the same text
+ * when every object is plain and every number finite, and several times faster than building it
+ * piece by piece, with a fraction of the garbage (every message is encoded once to be signed).
+ * {@link CAREFUL} for anything else — too deep, `undefined` in an array, a `__proto__` member, a
+ * non-plain object, members to reorder whose names V8 would put first (array indices) — which
+ * {@link write} then encodes or refuses with a precise error.
+ */
+function canonicalOrder (value: unknown, depth: number, maxDepth: number): unknown {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return value
+    case 'number':
+      return Number.isFinite(value) ? value : CAREFUL
+    case 'object':
+      break
+    default:
+      return CAREFUL
+  }
+  if (value === null) return value
+  if (depth >= maxDepth) return CAREFUL
+  if (Array.isArray(value)) {
+    if (Object.getPrototypeOf(value) !== Array.prototype) return CAREFUL
+    let out: unknown[] | undefined
+    for (let i = 0; i < value.length; i++) {
+      const member: unknown = value[i]
+      if (member === undefined) return CAREFUL
+      const ordered = canonicalOrder(member, depth + 1, maxDepth)
+      if (ordered === CAREFUL) return CAREFUL
+      if (ordered !== member) {
+        out ??= value.slice()
+        out[i] = ordered
+      }
+    }
+    return out ?? value
+  }
+  const proto = Object.getPrototypeOf(value)
+  if (proto !== Object.prototype && proto !== null) return CAREFUL
+  const record = value as Record<string, unknown>
+  const keys = Object.keys(record)
+  let out: Record<string, unknown> | undefined
+  for (let i = 1; i < keys.length; i++) {
+    if (keys[i - 1]! > keys[i]!) {
+      keys.sort()
+      // V8 lists array-index names first whatever the order they were added in
+      for (const key of keys) if (isDigit(key.charCodeAt(0))) return CAREFUL
+      out = {}
+      break
+    }
+  }
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!
+    if (key === '__proto__') return CAREFUL
+    const member = record[key]
+    if (member === undefined) continue
+    const ordered = canonicalOrder(member, depth + 1, maxDepth)
+    if (ordered === CAREFUL) return CAREFUL
+    if (ordered !== member && out === undefined) {
+      // the members before this one are unchanged, and in order
+      out = {}
+      for (let j = 0; j < i; j++) {
+        const earlier = record[keys[j]!]
+        if (earlier !== undefined) out[keys[j]!] = earlier
+      }
+    }
+    if (out !== undefined) out[key] = ordered
+  }
+  return out ?? value
+}
+
+function isDigit (code: number): boolean {
+  return code >= 0x30 && code <= 0x39
 }
 
 export function canonicalEncode (value: unknown, maxDepth: number = MAX_JSON_DEPTH): Uint8Array {

@@ -69,6 +69,76 @@ function reallyCanonical (text: string): boolean {
   }
 }
 
+/** Canonical JSON the plain way: every member named, sorted and written one by one. */
+function referenceCanonical (value: unknown, depth = 0): string {
+  if (typeof value === 'string') return JSON.stringify(value)
+  if (typeof value === 'boolean') return String(value)
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw new Error('non-finite')
+    return JSON.stringify(value)
+  }
+  if (value === null) return 'null'
+  if (typeof value !== 'object') throw new Error(typeof value)
+  if (depth >= MAX_JSON_DEPTH) throw new Error('too deep')
+  if (Array.isArray(value)) return `[${Array.from(value, v => referenceCanonical(v, depth + 1)).join(',')}]`
+  const members = Object.keys(value).sort().filter(k => (value as Record<string, unknown>)[k] !== undefined).map(k => {
+    if (k === '__proto__') throw new Error('__proto__')
+    return `${JSON.stringify(k)}:${referenceCanonical((value as Record<string, unknown>)[k], depth + 1)}`
+  })
+  return `{${members.join(',')}}`
+}
+
+/** The same members in another order (array-index names included, which V8 always lists first). */
+function shuffled (rnd: () => number, value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(v => shuffled(rnd, v))
+  if (typeof value !== 'object' || value === null) return value
+  const entries = Object.entries(value)
+  for (let i = entries.length - 1; i > 0; i--) {
+    const j = Math.floor(rnd() * (i + 1))
+    ;[entries[i], entries[j]] = [entries[j]!, entries[i]!]
+  }
+  if (rnd() < 0.3) entries.push([String(Math.floor(rnd() * 20)), randomValue(rnd, 3)])
+  if (rnd() < 0.2) entries.push(['skipped', undefined])
+  return Object.fromEntries(entries.map(([k, v]) => [k, shuffled(rnd, v)]))
+}
+
+describe('canonicalStringify', () => {
+  it('writes what the plain member-by-member encoding writes (random values, members in any order)', () => {
+    const rnd = prng(7)
+    for (let i = 0; i < 3000; i++) {
+      const value = shuffled(rnd, randomValue(rnd, 0))
+      expect(canonicalStringify(value)).toBe(referenceCanonical(value))
+    }
+  })
+
+  it('agrees on the edge cases, and refuses what the plain encoding refuses', () => {
+    const cases: unknown[] = [
+      { b: 1, a: { d: [{ z: 1, y: -0 }], c: null } },
+      { 10: 'x', 9: 'y', a: 1 },
+      { a: 1, 10: 'x', '!': 2 },
+      { '': 0, ' ': 1, a: undefined },
+      [1, 'two', { b: [], a: {} }],
+      Object.assign(Object.create(null), { b: 1, a: 2 }),
+      new Date(0),
+      { b: 'é😀\u2028"', a: '\ud800' }
+    ]
+    for (const value of cases) expect(canonicalStringify(value)).toBe(referenceCanonical(value))
+    const refused: unknown[] = [
+      [1, undefined],
+      new Array(3).fill(1, 1), // a hole at 0
+      { a: Number.NaN },
+      { a: () => {} },
+      JSON.parse('{"b":1,"__proto__":{}}'),
+      { a: 1n }
+    ]
+    for (const value of refused) expect(() => canonicalStringify(value)).toThrow()
+    let deep: unknown = 1
+    for (let i = 0; i <= MAX_JSON_DEPTH; i++) deep = { a: deep }
+    expect(() => canonicalStringify(deep)).toThrow(/deeper/)
+    expect(canonicalStringify((deep as { a: unknown }).a)).toBe(referenceCanonical((deep as { a: unknown }).a))
+  })
+})
+
 describe('isCanonicalJsonText', () => {
   it('vouches for the canonical encoding of ordinary values', () => {
     const values = [
