@@ -110,24 +110,27 @@ export interface EnvelopeInit {
   ttl?: number
 }
 
-/** Fill in the defaults of a new envelope: id, version, times, trace, priority. */
+/**
+ * Fill in the defaults of a new envelope: id, version, times, trace, priority. Its members are
+ * added in canonical (sorted) order, so sealing it writes it as it is, without a sorted copy.
+ */
 export function createEnvelope (init: EnvelopeInit): MessageEnvelope {
   const createdAt = init.createdAt ?? Date.now()
-  const envelope: MessageEnvelope = {
-    v: WIRE_VERSION,
-    id: init.id ?? newId(),
-    kind: init.kind ?? 'message',
-    from: init.from,
-    to: init.to,
-    trace: init.trace ?? newTrace(),
-    hop: init.hop ?? 0,
-    priority: init.priority ?? 'normal',
-    seq: init.seq,
+  const envelope = {
+    body: init.body,
     createdAt,
     expiresAt: createdAt + (init.ttl ?? DEFAULT_MESSAGE_TTL_MS),
-    body: init.body
-  }
-  if (init.thread !== undefined) envelope.thread = init.thread
+    from: init.from,
+    hop: init.hop ?? 0,
+    id: init.id ?? newId(),
+    kind: init.kind ?? 'message',
+    priority: init.priority ?? 'normal'
+  } as MessageEnvelope
   if (init.replyTo !== undefined) envelope.replyTo = init.replyTo
+  envelope.seq = init.seq
+  if (init.thread !== undefined) envelope.thread = init.thread
+  envelope.to = init.to
+  envelope.trace = init.trace ?? newTrace()
+  envelope.v = WIRE_VERSION
   return envelope
 }
