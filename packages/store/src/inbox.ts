@@ -299,7 +299,7 @@ export class LevelInbox implements Inbox {
       limit: clampLimit(query.limit, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
       signal: query.signal,
       map: (key, value) => {
-        const { header: s, blob } = record(key, value)
+        const { header: s, blob } = decodeEntry(key, value)
         if ((unreadOnly && s.acked) ||
           (from !== undefined && s.from !== from) ||
           (thread !== undefined && s.thread !== thread) ||
@@ -315,7 +315,7 @@ export class LevelInbox implements Inbox {
   async get (id: string, options: AbortOptions = {}): Promise<InboxEntry | undefined> {
     const found = await this.record(id, options)
     if (found === undefined) return undefined
-    const { header, blob } = record(found.key, found.value)
+    const { header, blob } = decodeEntry(found.key, found.value)
     return toEntry(found.key, withBody(found.key, header, blob))
   }
 
@@ -546,7 +546,7 @@ function seqKey (from: string, seq: number): string {
   return `s${SEP}${from}${SEP}${seq}`
 }
 
-function record (key: string, value: Uint8Array): { header: StoredHeader, blob: Uint8Array } {
+function decodeEntry (key: string, value: Uint8Array): { header: StoredHeader, blob: Uint8Array } {
   const r = decodeRecord<StoredHeader>(value)
   if (r === undefined) throw new InvalidRecordError(`inbox entry ${key} is in an unknown layout`)
   return r
