@@ -154,18 +154,28 @@ function parseEd25519 (data: Uint8Array, payloadType: Uint8Array): { key: Uint8A
  * and are read back from a node's own store. Throws `MalformedMessageError` if they do not decode.
  */
 export function storedPayload (data: Uint8Array, payloadType: Uint8Array): Uint8Array {
-  const parts = parseEd25519(data, payloadType)
-  if (parts !== undefined) return parts.payload
+  return parseEd25519(data, payloadType)?.payload ?? decodeGeneral(data, payloadType, false).payload
+}
+
+/**
+ * A sealed envelope in the general (protobuf) layout, with the expected payload type. `exact`
+ * refuses every encoding but the one we produce: protobuf tolerates unknown fields, repeated
+ * fields and long varints, and bytes handed on must be exactly the bytes that were signed.
+ */
+function decodeGeneral (data: Uint8Array, payloadType: Uint8Array, exact: boolean): RecordEnvelope {
   let envelope: RecordEnvelope
   try {
     envelope = RecordEnvelope.createFromProtobuf(data)
   } catch (err) {
     throw new MalformedMessageError(`not a signed envelope: ${(err as Error).message}`)
   }
+  if (exact && !bytesEqual(envelope.marshal(), data)) {
+    throw new MalformedMessageError('signed envelope is not in canonical form')
+  }
   if (!bytesEqual(envelope.payloadType, payloadType)) {
     throw new MalformedMessageError('signed envelope carries an unexpected payload type')
   }
-  return envelope.payload
+  return envelope
 }
 
 /** Sign `payload` under `domain` (a signature is valid only in its domain) and marshal the envelope. */
@@ -227,20 +237,7 @@ export async function openPayload (data: Uint8Array, domain: string, payloadType
     }
     return { payload: parts.payload, signer }
   }
-  let envelope: RecordEnvelope
-  try {
-    envelope = RecordEnvelope.createFromProtobuf(data)
-  } catch (err) {
-    throw new MalformedMessageError(`not a signed envelope: ${(err as Error).message}`)
-  }
-  // protobuf tolerates unknown fields, repeated fields and long varints: refuse every encoding but
-  // the one we produce, so the bytes handed on are exactly the bytes that were signed
-  if (!bytesEqual(envelope.marshal(), data)) {
-    throw new MalformedMessageError('signed envelope is not in canonical form')
-  }
-  if (!bytesEqual(envelope.payloadType, payloadType)) {
-    throw new MalformedMessageError('signed envelope carries an unexpected payload type')
-  }
+  const envelope = decodeGeneral(data, payloadType, true)
   let valid = false
   try {
     valid = await envelope.validate(domain)
