@@ -380,6 +380,37 @@ describe('durable delivery between two live nodes', () => {
     expect((await aria.status()).outbox.queued).toBe(0)
   })
 
+  it('more sends than a page queued while the flush reads the queue are all sent (none skipped when the flush drops what it collected)', async () => {
+    const kira = await mesh.node({ name: 'kira' })
+    const aria = await mesh.node({ name: 'aria' })
+    await aria.dial(kira.multiaddrs[0]!)
+    await waitFor(async () => (await aria.peers()).some(p => p.peerId === kira.peerId && p.name === 'kira'), 'kira\'s card verified (its kick is over)')
+    const delivered = record(aria, 'message:delivered')
+    const delivery = (aria as unknown as { delivery: { peers: Map<string, { retryAt: number, flushing: boolean }>, kick: (peer: string, reset: boolean) => void } }).delivery
+    const ids = [(await aria.send(kira.peerId, { i: 0 })).id]
+    await waitFor(() => delivered.length === 1 && delivery.peers.get(kira.peerId)?.flushing === false, 'the first delivered and its flush over')
+    // held back, so that the next flush starts with a read of the queue that ends short of a page
+    delivery.peers.get(kira.peerId)!.retryAt = Date.now() + 60_000
+    for (let i = 1; i < 5; i++) ids.push((await aria.send(kira.peerId, { i })).id)
+    const outbox = (aria as unknown as { currentStore: { outbox: { pending: (...args: unknown[]) => Promise<unknown[]> } } }).currentStore.outbox
+    const pending = outbox.pending.bind(outbox)
+    let armed = true
+    outbox.pending = async (...args) => {
+      const page = await pending(...args)
+      if (armed && page.length > 0) {
+        armed = false
+        // while the read is out: more sends than the flush collects (a page), all after the read's snapshot
+        const late = await Promise.all(Array.from({ length: 1100 }, async (_, n) => await aria.send(kira.peerId, { late: n })))
+        ids.push(...late.map(r => r.id))
+      }
+      return page
+    }
+    delivery.kick(kira.peerId, true)
+    await waitFor(() => delivered.length === ids.length, `all ${ids.length} delivered`, 30_000)
+    expect(new Set(delivered.map(d => d.id))).toEqual(new Set(ids))
+    expect((await aria.status()).outbox.queued).toBe(0)
+  })
+
   it('after a flush delivered everything, a later message of any priority is still found (the next flush resumes only past delivered ones)', async () => {
     const kira = await mesh.node({ name: 'kira' })
     const aria = await mesh.node({ name: 'aria' })

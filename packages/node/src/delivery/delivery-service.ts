@@ -112,6 +112,12 @@ interface PeerState {
    */
   tail?: OutboxEntry[]
   tailBytes: number
+  /**
+   * The flush is reading the queue. `tail` is complete while it does, however long it gets: what
+   * the read returns is checked against it, and a read that reached the end is caught up only if
+   * nothing queued meanwhile was left out of it.
+   */
+  reading: boolean
   /** That read reached the end of the queue: `tail` holds everything after it, no need to read again. */
   caughtUp: boolean
   /**
@@ -255,11 +261,9 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     const tail = state?.tail
     if (state?.flushing === true && tail !== undefined) {
       const last = tail[tail.length - 1]
-      if (tail.length >= DELIVERY_PAGE || state.tailBytes + entry.bytes.byteLength > MAX_TAIL_BYTES) {
+      if (!state.reading && tailFull(tail, state.tailBytes + entry.bytes.byteLength)) {
         // a flush held up (a full window): let it read the queue, not hold envelopes in memory
-        state.tail = []
-        state.tailBytes = 0
-        state.caughtUp = false
+        dropTail(state)
       } else if (!before(entry, state.horizon) && (last === undefined || !before(entry, positionOf(last)))) {
         tail.push(entry)
         state.tailBytes += entry.bytes.byteLength
@@ -294,7 +298,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   private state (peer: string): PeerState {
     let state = this.peers.get(peer)
     if (state === undefined) {
-      state = { flushing: false, again: false, retryAt: 0, delay: RETRY_MIN_MS, restart: false, rank: 0, lastId: '', horizon: { rank: 0, lastId: '' }, paused: false, settling: new Set(), tailBytes: 0, caughtUp: false, settleFailed: false }
+      state = { flushing: false, again: false, retryAt: 0, delay: RETRY_MIN_MS, restart: false, rank: 0, lastId: '', horizon: { rank: 0, lastId: '' }, paused: false, settling: new Set(), tailBytes: 0, reading: false, caughtUp: false, settleFailed: false }
       this.peers.set(peer, state)
     }
     return state
@@ -326,6 +330,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       state.flushing = false
       state.tail = undefined
       state.tailBytes = 0
+      state.reading = false
       state.caughtUp = false
       state.wake = undefined
       link = this.links.get(peer)
@@ -374,7 +379,12 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
         state.tail = []
         state.tailBytes = 0
         state.caughtUp = false
-        page = await store.outbox.pending(peer, after === undefined ? { limit: DELIVERY_PAGE } : { limit: DELIVERY_PAGE, after })
+        state.reading = true
+        try {
+          page = await store.outbox.pending(peer, after === undefined ? { limit: DELIVERY_PAGE } : { limit: DELIVERY_PAGE, after })
+        } finally {
+          state.reading = false
+        }
         if (state.restart) continue
         if (page.length > 0) state.horizon = positionOf(page[page.length - 1]!)
         // collected while the read ran, sorting before the end of its page, but not in it: it
@@ -388,6 +398,8 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
           }
         }
         state.caughtUp = page.length < DELIVERY_PAGE
+        // more came meanwhile than a flush holds: the next read (on from this page) finds it
+        if (tailFull(state.tail, state.tailBytes)) dropTail(state)
       }
       if (page.length === 0) {
         // everything queued is on its way: wait for the answers, or for something new to send
@@ -843,6 +855,18 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       await this.settle(entry, { status: 'failed', reason: result.message ?? result.reason })
     }
   }
+}
+
+/** More than a flush holds in memory for the entries queued behind it. */
+function tailFull (tail: OutboxEntry[], bytes: number): boolean {
+  return tail.length >= DELIVERY_PAGE || bytes > MAX_TAIL_BYTES
+}
+
+/** Let go of the collected entries: they are durably queued, and the flush reads them from the queue. */
+function dropTail (state: PeerState): void {
+  state.tail = []
+  state.tailBytes = 0
+  state.caughtUp = false
 }
 
 /** A place in a peer's queue: priority rank, then id. */
