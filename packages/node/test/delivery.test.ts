@@ -411,6 +411,36 @@ describe('durable delivery between two live nodes', () => {
     expect((await aria.status()).outbox.queued).toBe(0)
   })
 
+  it('a queue of large envelopes is read a few megabytes at a time, and all of it arrives once, in order', async () => {
+    const kira = await mesh.node({ name: 'kira' })
+    const aria = await mesh.node({ name: 'aria' })
+    await aria.dial(kira.multiaddrs[0]!)
+    await waitFor(async () => (await aria.peers()).some(p => p.peerId === kira.peerId && p.name === 'kira'), 'kira\'s card verified (its kick is over)')
+    const delivered = record(aria, 'message:delivered')
+    const delivery = (aria as unknown as { delivery: { peers: Map<string, { retryAt: number, flushing: boolean }>, kick: (peer: string, reset: boolean) => void } }).delivery
+    const ids = [(await aria.send(kira.peerId, { i: 0 })).id]
+    await waitFor(() => delivered.length === 1 && delivery.peers.get(kira.peerId)?.flushing === false, 'the first delivered and its flush over')
+    // held back while 50 envelopes of ~200 kB (~10 MB) are queued, so that one flush finds them all
+    delivery.peers.get(kira.peerId)!.retryAt = Date.now() + 60_000
+    for (let i = 1; i <= 50; i++) ids.push((await aria.send(kira.peerId, { i, data: 'x'.repeat(200_000) })).id)
+    const outbox = (aria as unknown as { currentStore: { outbox: { pending: (...args: unknown[]) => Promise<Array<{ bytes: Uint8Array }>> } } }).currentStore.outbox
+    const pending = outbox.pending.bind(outbox)
+    const reads: number[] = []
+    outbox.pending = async (...args) => {
+      const page = await pending(...args)
+      reads.push(page.reduce((n, e) => n + e.bytes.byteLength, 0))
+      return page
+    }
+    delivery.kick(kira.peerId, true)
+    await waitFor(() => delivered.length === ids.length, `all ${ids.length} delivered`, 30_000)
+    expect(delivered.map(d => d.id)).toEqual(ids)
+    // about 8 MiB a read at most (the page ends with the envelope that reaches it)
+    expect(reads.length).toBeGreaterThan(1)
+    expect(Math.max(...reads)).toBeLessThan(8 * 1024 * 1024 + 256 * 1024)
+    const inbox = await readAll(kira)
+    expect(inbox.map(e => (e.body as { i: number }).i)).toEqual([...Array(51).keys()])
+  })
+
   it('after a flush delivered everything, a later message of any priority is still found (the next flush resumes only past delivered ones)', async () => {
     const kira = await mesh.node({ name: 'kira' })
     const aria = await mesh.node({ name: 'aria' })

@@ -152,9 +152,11 @@ export interface Outbox {
   /**
    * Queued entries for one recipient in delivery order: high, normal, low; FIFO (id order) within
    * each. With `after` (an entry returned before), only those after it in that order: a reader can
-   * page through a long queue without reading what it already has in hand.
+   * page through a long queue without reading what it already has in hand. With `maxBytes`, the
+   * page ends with the entry that brings its envelopes to `maxBytes` or more (so a page shorter
+   * than `limit` whose envelopes come to less than `maxBytes` reached the end of the queue).
    */
-  pending (to: string, options?: { limit?: number, after?: Pick<OutboxEntry, 'priority' | 'id'> } & AbortOptions): Promise<OutboxEntry[]>
+  pending (to: string, options?: { limit?: number, maxBytes?: number, after?: Pick<OutboxEntry, 'priority' | 'id'> } & AbortOptions): Promise<OutboxEntry[]>
   /** Recipients with something queued, and how much. From memory. */
   recipients (): Array<{ to: string, count: number }>
   /** Move queued ids to a terminal state (synced). Settling a settled id changes nothing and reports its state. */

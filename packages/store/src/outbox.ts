@@ -191,10 +191,34 @@ export class LevelOutbox implements Outbox {
       delete range.gte
       range.gt = queueKey(to, priority, keyPart(id, 'after id'))
     }
-    const records = await this.queue.iterator(range).all()
-    options.signal?.throwIfAborted()
-    const out: OutboxEntry[] = new Array(records.length)
-    for (let i = 0; i < records.length; i++) out[i] = toEntry(records[i][0], records[i][1])
+    const { maxBytes } = options
+    if (maxBytes === undefined) {
+      const records = await this.queue.iterator(range).all()
+      options.signal?.throwIfAborted()
+      const out: OutboxEntry[] = new Array(records.length)
+      for (let i = 0; i < records.length; i++) out[i] = toEntry(records[i][0], records[i][1])
+      return out
+    }
+    if (!(maxBytes > 0)) throw new InvalidRecordError(`maxBytes must be a positive number, not ${String(maxBytes)}`)
+    // a page of large envelopes must not be read whole: in steps, up to the byte bound
+    const out: OutboxEntry[] = []
+    let bytes = 0
+    const it = this.queue.iterator(range)
+    try {
+      while (bytes < maxBytes && out.length < limit) {
+        const records = await it.nextv(Math.min(PENDING_CHUNK, limit - out.length))
+        options.signal?.throwIfAborted()
+        if (records.length === 0) break
+        for (const [key, value] of records) {
+          const entry = toEntry(key, value)
+          out.push(entry)
+          bytes += entry.bytes.byteLength
+          if (bytes >= maxBytes) break
+        }
+      }
+    } finally {
+      await it.close()
+    }
     return out
   }
 
@@ -496,8 +520,13 @@ interface Source {
 
 export interface PendingOptions extends AbortOptions {
   limit?: number
+  /** Stop after the entry that brings the page's envelopes to this many bytes or more. */
+  maxBytes?: number
   after?: Pick<OutboxEntry, 'priority' | 'id'>
 }
+
+/** Queue records read per step when a page is bounded in bytes. */
+const PENDING_CHUNK = 128
 
 /** A queue record as an entry: `to`, priority and id come from its key. */
 function toEntry (key: string, value: Uint8Array): OutboxEntry {

@@ -76,6 +76,26 @@ describe('outbox', () => {
     ].sort((a, b) => a.to.localeCompare(b.to)))
   })
 
+  it('bounds a page in bytes: it ends with the entry that reaches maxBytes, in steps past the first chunk, after `after` too', async () => {
+    const store = await stores.open()
+    // 300 entries (more than one step of the read) of 1,000 bytes each
+    const added = Array.from({ length: 300 }, () => entry(BOB, { bytes: new Uint8Array(1000).fill(7) }))
+    await store.outbox.add(added)
+    const ids = added.map(e => e.id)
+    expect((await store.outbox.pending(BOB, { limit: 1000, maxBytes: 250_000 })).map(e => e.id)).toEqual(ids.slice(0, 250))
+    expect((await store.outbox.pending(BOB, { limit: 1000, maxBytes: 249_001 })).map(e => e.id)).toEqual(ids.slice(0, 250))
+    // at least one entry, however small the bound; `limit` still applies
+    expect((await store.outbox.pending(BOB, { limit: 1000, maxBytes: 1 })).map(e => e.id)).toEqual(ids.slice(0, 1))
+    expect((await store.outbox.pending(BOB, { limit: 10, maxBytes: 1_000_000 })).map(e => e.id)).toEqual(ids.slice(0, 10))
+    // the whole queue when the bound is not reached, and the rest of it after a page
+    expect((await store.outbox.pending(BOB, { limit: 1000, maxBytes: 1_000_000 })).map(e => e.id)).toEqual(ids)
+    const after = added[199]!
+    expect((await store.outbox.pending(BOB, { limit: 1000, maxBytes: 50_000, after })).map(e => e.id)).toEqual(ids.slice(200, 250))
+    for (const bad of [0, -1, Number.NaN]) {
+      await expect(store.outbox.pending(BOB, { maxBytes: bad })).rejects.toBeInstanceOf(InvalidRecordError)
+    }
+  })
+
   it('enforces the per-recipient cap with QueueFullError and writes nothing of the call', async () => {
     const store = await stores.open({ maxQueuePerPeer: 3, maxQueueTotal: 100 })
     await store.outbox.add([entry(BOB), entry(BOB)])

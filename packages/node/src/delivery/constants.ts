@@ -12,6 +12,8 @@ export const DELIVERY_LINK_IDLE_MS = 2_000
 export const FLUSH_LINGER_MS = 100
 /** Outbox entries read per round of a flush. */
 export const DELIVERY_PAGE = 1024
+/** …and about this many bytes of them at most (a page of large envelopes is read in part). */
+export const DELIVERY_PAGE_BYTES = 8 * 1024 * 1024
 /** First retry after a failed dial or a transient refusal; doubles up to the max. */
 export const RETRY_MIN_MS = 1_000
 export const RETRY_MAX_MS = 60_000

@@ -21,6 +21,7 @@ import {
   DEFAULT_DELIVERY_RATE,
   DELIVERY_LINK_IDLE_MS,
   DELIVERY_PAGE,
+  DELIVERY_PAGE_BYTES,
   DELIVERY_STREAM_TIMEOUT_MS,
   DELIVERY_WINDOW,
   DELIVERY_WINDOW_BYTES,
@@ -86,6 +87,8 @@ const MAX_TAIL_BYTES = 4 * 1024 * 1024
 /** Frames are written to the stream in chunks of about this much (one `send` each). */
 const WRITE_CHUNK_BYTES = 128 * 1024
 const RANK: Record<string, number> = { high: 0, normal: 1, low: 2 }
+/** One read of the queue: a page that ends short of either bound reached the end. */
+const PAGE = { limit: DELIVERY_PAGE, maxBytes: DELIVERY_PAGE_BYTES }
 
 interface PeerState {
   flushing: boolean
@@ -381,7 +384,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
         state.caughtUp = false
         state.reading = true
         try {
-          page = await store.outbox.pending(peer, after === undefined ? { limit: DELIVERY_PAGE } : { limit: DELIVERY_PAGE, after })
+          page = await store.outbox.pending(peer, after === undefined ? PAGE : { ...PAGE, after })
         } finally {
           state.reading = false
         }
@@ -397,7 +400,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
             continue
           }
         }
-        state.caughtUp = page.length < DELIVERY_PAGE
+        state.caughtUp = page.length < DELIVERY_PAGE && bytesOf(page) < DELIVERY_PAGE_BYTES
         // more came meanwhile than a flush holds: the next read (on from this page) finds it
         if (tailFull(state.tail, state.tailBytes)) dropTail(state)
       }
@@ -855,6 +858,12 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       await this.settle(entry, { status: 'failed', reason: result.message ?? result.reason })
     }
   }
+}
+
+function bytesOf (entries: OutboxEntry[]): number {
+  let bytes = 0
+  for (const entry of entries) bytes += entry.bytes.byteLength
+  return bytes
 }
 
 /** More than a flush holds in memory for the entries queued behind it. */
