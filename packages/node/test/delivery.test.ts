@@ -458,6 +458,25 @@ describe('durable delivery between two live nodes', () => {
     expect((await aria.status()).outbox.queued).toBe(0)
   })
 
+  it('entries queued before where the last flush stopped are still sent: a flush that finds nothing after it while entries wait reads the queue from its start', async () => {
+    const kira = await mesh.node({ name: 'kira' })
+    const aria = await mesh.node({ name: 'aria' })
+    await aria.dial(kira.multiaddrs[0]!)
+    await waitFor(async () => (await aria.peers()).some(p => p.peerId === kira.peerId && p.name === 'kira'), 'kira\'s card verified (its kick is over)')
+    const delivered = record(aria, 'message:delivered')
+    const delivery = (aria as unknown as { delivery: { peers: Map<string, { retryAt: number, flushing: boolean, resume?: { priority: Priority, id: string } }>, kick: (peer: string, reset: boolean) => void } }).delivery
+    const ids = [(await aria.send(kira.peerId, { i: 0 })).id]
+    await waitFor(() => delivered.length === 1 && delivery.peers.get(kira.peerId)?.flushing === false, 'the first delivered and its flush over')
+    const state = delivery.peers.get(kira.peerId)!
+    state.retryAt = Date.now() + 60_000
+    for (let i = 1; i <= 3; i++) ids.push((await aria.send(kira.peerId, { i })).id)
+    // as if a flush had stepped over all three: it stopped at the last of them
+    state.resume = { priority: 'normal', id: ids[3]! }
+    delivery.kick(kira.peerId, true)
+    await waitFor(() => delivered.length === ids.length, 'all delivered', 30_000)
+    expect(delivered.map(d => d.id)).toEqual(ids)
+  })
+
   it('FIFO per recipient holds when the receiver answers overloaded', async () => {
     const kira = await mesh.node({ name: 'kira', start: false, deliveryRateLimit: { rate: 5, burst: 5 } })
     const aria = await mesh.node({ name: 'aria' })

@@ -351,6 +351,8 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   private async deliverAll (peer: string, state: PeerState): Promise<boolean> {
     const { store } = this.components
     let after = state.resume
+    // the first read goes on from where the last complete flush stopped
+    let resumed = after !== undefined
     state.resume = undefined
     state.settleFailed = false
     if (after !== undefined) {
@@ -389,6 +391,16 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
           state.reading = false
         }
         if (state.restart) continue
+        if (resumed) {
+          resumed = false
+          if (page.length === 0 && (store.outbox.count().perPeer[peer] ?? 0) > state.settling.size) {
+            // queued, not being settled, yet nothing after the stop: expired entries the sweep has
+            // not settled yet, or something stepped over. Never leave it waiting: read the whole queue
+            log('delivery to %s: queued entries before where the last flush stopped; reading the queue from its start', peer)
+            state.restart = true
+            continue
+          }
+        }
         if (page.length > 0) state.horizon = positionOf(page[page.length - 1]!)
         // collected while the read ran, sorting before the end of its page, but not in it: it
         // committed too late for the read (ids and priorities need not commit in order)
