@@ -43,14 +43,20 @@ interface Config {
   throughput: number
   /** Sends outstanding (not yet acked) at once in the throughput phase. */
   inflight: number
+  /**
+   * One more phase with this many outstanding: more than a page of the sender's queue waits
+   * behind the window (what an application sending without waiting for acks gets), and a message
+   * a flush steps over shows as a phase that never completes.
+   */
+  deepInflight: number
   sequential: number
   drain: number
   phaseCapMs: number
   rounds: number
 }
 
-const FULL: Config = { warmup: 3000, throughput: 40_000, inflight: 512, sequential: 600, drain: 10_000, phaseCapMs: 60_000, rounds: 4 }
-const QUICK: Config = { warmup: 1000, throughput: 8000, inflight: 512, sequential: 200, drain: 10_000, phaseCapMs: 30_000, rounds: 2 }
+const FULL: Config = { warmup: 3000, throughput: 40_000, inflight: 512, deepInflight: 2048, sequential: 600, drain: 10_000, phaseCapMs: 60_000, rounds: 4 }
+const QUICK: Config = { warmup: 1000, throughput: 8000, inflight: 512, deepInflight: 2048, sequential: 200, drain: 10_000, phaseCapMs: 30_000, rounds: 2 }
 
 type Side = 'mesh' | 'raw' | 'stream'
 
@@ -116,6 +122,10 @@ async function measure (ctx: BenchContext, cfg: Config, receiverHome: string): P
     for (const side of order) seq[side].push(await phase(side, { count: perRound(cfg.sequential), maxMs: cfg.phaseCapMs }))
   }
 
+  ctx.log(`deep queue: ${cfg.throughput / 2} at ${cfg.deepInflight} outstanding, raw then mesh`)
+  const deepPhase = async (side: Side): Promise<Measured> => await phase(side, { count: cfg.throughput / 2, inflight: cfg.deepInflight, maxMs: cfg.phaseCapMs })
+  const deep = { raw: await deepPhase('raw'), mesh: await deepPhase('mesh') }
+
   // drain: mesh receiver offline, 10k queued, receiver back (new process, same data dir)
   ctx.log(`drain: receiver offline, ${cfg.drain} queued, receiver back`)
   const before = await meshReceiver.call<{ unread: number }>('count', {}, 10_000)
@@ -161,6 +171,7 @@ async function measure (ctx: BenchContext, cfg: Config, receiverHome: string): P
   const rate = (m: Merged): number => m.throughput
   const L = { mesh: merge(load.mesh), raw: merge(load.raw), stream: merge(load.stream) }
   const S = { mesh: merge(seq.mesh), raw: merge(seq.raw), stream: merge(seq.stream) }
+  const D = { mesh: merge([deep.mesh]), raw: merge([deep.raw]) }
   const detail = (x: Merged) => ({
     completed: x.completed,
     elapsedMs: round(x.elapsedMs),
@@ -182,6 +193,7 @@ async function measure (ctx: BenchContext, cfg: Config, receiverHome: string): P
       load_p50_ms: figure({ label: `send → delivered p50, ${cfg.inflight} outstanding`, unit: 'ms', better: 'lower', value: L.mesh.summary.p50, baseline: L.raw.summary.p50 }),
       load_p99_ms: figure({ label: `send → delivered p99, ${cfg.inflight} outstanding`, unit: 'ms', better: 'lower', value: L.mesh.summary.p99, baseline: L.raw.summary.p99 }),
       load_cpu_us: figure({ label: 'CPU per message, sender+receiver', unit: 'µs', better: 'lower', value: L.mesh.cpuPerMessage, baseline: L.raw.cpuPerMessage }),
+      deep_throughput: figure({ label: `throughput, ${cfg.deepInflight} outstanding (one round)`, unit: 'msg/s', better: 'higher', value: D.mesh.throughput, baseline: D.raw.throughput }),
       seq_p50_ms: figure({ label: 'send → delivered p50, one at a time', unit: 'ms', better: 'lower', value: S.mesh.summary.p50, baseline: S.raw.summary.p50 }),
       seq_p99_ms: figure({ label: 'send → delivered p99, one at a time', unit: 'ms', better: 'lower', value: S.mesh.summary.p99, baseline: S.raw.summary.p99 }),
       queue_rate: figure({ label: 'send() while offline (synced), 256 concurrent', unit: 'msg/s', better: 'higher', value: queueRate(drains.mesh.queue), baseline: queueRate(drains.raw.queue) }),
@@ -190,6 +202,7 @@ async function measure (ctx: BenchContext, cfg: Config, receiverHome: string): P
     details: {
       load: { mesh: detail(L.mesh), raw: detail(L.raw), stream: detail(L.stream) },
       sequential: { mesh: detail(S.mesh), raw: detail(S.raw), stream: detail(S.stream) },
+      deep: { mesh: detail(D.mesh), raw: detail(D.raw) },
       drain: {
         mesh: { drainMs: round(drains.mesh.drainMs), delivered: drains.mesh.delivered, queueMsgPerS: round(queueRate(drains.mesh.queue)), sendP99Ms: round(summarize(drains.mesh.queue.latencies).p99) },
         raw: { drainMs: round(drains.raw.drainMs), delivered: drains.raw.delivered, queueMsgPerS: round(queueRate(drains.raw.queue)), sendP99Ms: round(summarize(drains.raw.queue.latencies).p99) },
