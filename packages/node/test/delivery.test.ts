@@ -51,6 +51,43 @@ function countQueueReads (node: MeshNode): { count: number } {
   return reads
 }
 
+/** The internals of a node's delivery that the flush tests below steer. */
+interface DeliveryInternals {
+  peers: Map<string, { retryAt: number, flushing: boolean, resume?: { priority: Priority, id: string } }>
+  kick: (peer: string, reset: boolean) => void
+}
+
+type PendingRead = (...args: unknown[]) => Promise<Array<{ bytes: Uint8Array }>>
+
+/**
+ * aria and kira connected, one message from aria delivered and its flush over, then aria's
+ * deliveries to kira held back (a retry a minute away): what is sent next waits in the queue
+ * until `release()` starts one flush for all of it. `onRead` wraps aria's reads of her queue.
+ */
+async function heldBackPair (mesh: TestMesh, first: { priority?: Priority } = {}) {
+  const kira = await mesh.node({ name: 'kira' })
+  const aria = await mesh.node({ name: 'aria' })
+  await aria.dial(kira.multiaddrs[0]!)
+  await waitFor(async () => (await aria.peers()).some(p => p.peerId === kira.peerId && p.name === 'kira'), 'kira\'s card verified (its kick is over)')
+  const delivered = record(aria, 'message:delivered')
+  const delivery = (aria as unknown as { delivery: DeliveryInternals }).delivery
+  const ids = [(await aria.send(kira.peerId, { i: 0 }, first)).id]
+  await waitFor(() => delivered.length === 1 && delivery.peers.get(kira.peerId)?.flushing === false, 'the first delivered and its flush over')
+  const state = delivery.peers.get(kira.peerId)!
+  state.retryAt = Date.now() + 60_000
+  const outbox = (aria as unknown as { currentStore: { outbox: { pending: PendingRead } } }).currentStore.outbox
+  const read = outbox.pending.bind(outbox)
+  return {
+    kira,
+    aria,
+    delivered,
+    ids,
+    state,
+    onRead: (wrap: (read: PendingRead) => PendingRead) => { outbox.pending = wrap(read) },
+    release: () => { delivery.kick(kira.peerId, true) }
+  }
+}
+
 describe('durable delivery between two live nodes', () => {
   const mesh = new TestMesh()
   afterEach(async () => { await mesh.teardown() })
@@ -349,54 +386,35 @@ describe('durable delivery between two live nodes', () => {
   })
 
   it('a message queued while the flush reads the queue, too late for the read but sorting before the end of its page, is still sent', async () => {
-    const kira = await mesh.node({ name: 'kira' })
-    const aria = await mesh.node({ name: 'aria' })
-    await aria.dial(kira.multiaddrs[0]!)
-    await waitFor(async () => (await aria.peers()).some(p => p.peerId === kira.peerId && p.name === 'kira'), 'kira\'s card verified (its kick is over)')
-    const delivered = record(aria, 'message:delivered')
-    // hold deliveries back while five are queued, so that one flush reads them all at once
-    const delivery = (aria as unknown as { delivery: { peers: Map<string, { retryAt: number, flushing: boolean }>, kick: (peer: string, reset: boolean) => void } }).delivery
-    // the next flush resumes after this one: in the high-priority part of the queue
-    const ids = [(await aria.send(kira.peerId, { i: 0 }, { priority: 'high' })).id]
-    await waitFor(() => delivered.length === 1 && delivery.peers.get(kira.peerId)?.flushing === false, 'the first delivered and its flush over')
-    delivery.peers.get(kira.peerId)!.retryAt = Date.now() + 60_000
+    // the next flush resumes after the first message: in the high-priority part of the queue
+    const { kira, aria, delivered, ids, onRead, release } = await heldBackPair(mesh, { priority: 'high' })
     for (let i = 1; i < 5; i++) ids.push((await aria.send(kira.peerId, { i })).id)
     expect(delivered.length).toBe(1)
-    const outbox = (aria as unknown as { currentStore: { outbox: { pending: (...args: unknown[]) => Promise<unknown[]> } } }).currentStore.outbox
-    const pending = outbox.pending.bind(outbox)
     let armed = true
-    outbox.pending = async (...args) => {
-      const page = await pending(...args)
+    onRead(read => async (...args) => {
+      const page = await read(...args)
       if (armed && page.length > 0) {
         armed = false
         // committed after the read's snapshot, and ahead of everything it returned
         ids.push((await aria.send(kira.peerId, { urgent: true }, { priority: 'high' })).id)
       }
       return page
-    }
-    delivery.kick(kira.peerId, true)
+    })
+    release()
     await waitFor(() => delivered.length === ids.length, 'all delivered, the late high-priority one too')
     expect(new Set(delivered.map(d => d.id))).toEqual(new Set(ids))
     expect((await aria.status()).outbox.queued).toBe(0)
   })
 
   it('more sends than a page queued while the flush reads the queue are all sent (none skipped when the flush drops what it collected)', async () => {
-    const kira = await mesh.node({ name: 'kira' })
-    const aria = await mesh.node({ name: 'aria' })
-    await aria.dial(kira.multiaddrs[0]!)
-    await waitFor(async () => (await aria.peers()).some(p => p.peerId === kira.peerId && p.name === 'kira'), 'kira\'s card verified (its kick is over)')
-    const delivered = record(aria, 'message:delivered')
-    const delivery = (aria as unknown as { delivery: { peers: Map<string, { retryAt: number, flushing: boolean }>, kick: (peer: string, reset: boolean) => void } }).delivery
-    const ids = [(await aria.send(kira.peerId, { i: 0 })).id]
-    await waitFor(() => delivered.length === 1 && delivery.peers.get(kira.peerId)?.flushing === false, 'the first delivered and its flush over')
-    // held back, so that the next flush starts with a read of the queue that ends short of a page
-    delivery.peers.get(kira.peerId)!.retryAt = Date.now() + 60_000
+    // the flush then starts with a read of the queue that ends short of a page
+    const { kira, aria, delivered, ids, onRead, release } = await heldBackPair(mesh)
     for (let i = 1; i < 5; i++) ids.push((await aria.send(kira.peerId, { i })).id)
-    const outbox = (aria as unknown as { currentStore: { outbox: { pending: (...args: unknown[]) => Promise<unknown[]> } } }).currentStore.outbox
-    const pending = outbox.pending.bind(outbox)
     let armed = true
-    outbox.pending = async (...args) => {
-      const page = await pending(...args)
+    let fromStart = 0
+    onRead(read => async (...args) => {
+      if ((args[1] as { after?: unknown } | undefined)?.after === undefined) fromStart++
+      const page = await read(...args)
       if (armed && page.length > 0) {
         armed = false
         // while the read is out: more sends than the flush collects (a page), all after the read's snapshot
@@ -404,34 +422,26 @@ describe('durable delivery between two live nodes', () => {
         ids.push(...late.map(r => r.id))
       }
       return page
-    }
-    delivery.kick(kira.peerId, true)
+    })
+    release()
     await waitFor(() => delivered.length === ids.length, `all ${ids.length} delivered`, 30_000)
     expect(new Set(delivered.map(d => d.id))).toEqual(new Set(ids))
     expect((await aria.status()).outbox.queued).toBe(0)
+    // sent in order by the flush that read on, not found later by one reading the queue from its start
+    expect(fromStart).toBe(0)
   })
 
   it('a queue of large envelopes is read a few megabytes at a time, and all of it arrives once, in order', async () => {
-    const kira = await mesh.node({ name: 'kira' })
-    const aria = await mesh.node({ name: 'aria' })
-    await aria.dial(kira.multiaddrs[0]!)
-    await waitFor(async () => (await aria.peers()).some(p => p.peerId === kira.peerId && p.name === 'kira'), 'kira\'s card verified (its kick is over)')
-    const delivered = record(aria, 'message:delivered')
-    const delivery = (aria as unknown as { delivery: { peers: Map<string, { retryAt: number, flushing: boolean }>, kick: (peer: string, reset: boolean) => void } }).delivery
-    const ids = [(await aria.send(kira.peerId, { i: 0 })).id]
-    await waitFor(() => delivered.length === 1 && delivery.peers.get(kira.peerId)?.flushing === false, 'the first delivered and its flush over')
-    // held back while 50 envelopes of ~200 kB (~10 MB) are queued, so that one flush finds them all
-    delivery.peers.get(kira.peerId)!.retryAt = Date.now() + 60_000
+    const { kira, aria, delivered, ids, onRead, release } = await heldBackPair(mesh)
+    // 50 envelopes of ~200 kB (~10 MB), all found by one flush
     for (let i = 1; i <= 50; i++) ids.push((await aria.send(kira.peerId, { i, data: 'x'.repeat(200_000) })).id)
-    const outbox = (aria as unknown as { currentStore: { outbox: { pending: (...args: unknown[]) => Promise<Array<{ bytes: Uint8Array }>> } } }).currentStore.outbox
-    const pending = outbox.pending.bind(outbox)
     const reads: number[] = []
-    outbox.pending = async (...args) => {
-      const page = await pending(...args)
+    onRead(read => async (...args) => {
+      const page = await read(...args)
       reads.push(page.reduce((n, e) => n + e.bytes.byteLength, 0))
       return page
-    }
-    delivery.kick(kira.peerId, true)
+    })
+    release()
     await waitFor(() => delivered.length === ids.length, `all ${ids.length} delivered`, 30_000)
     expect(delivered.map(d => d.id)).toEqual(ids)
     // about 8 MiB a read at most (the page ends with the envelope that reaches it)
@@ -459,20 +469,11 @@ describe('durable delivery between two live nodes', () => {
   })
 
   it('entries queued before where the last flush stopped are still sent: a flush that finds nothing after it while entries wait reads the queue from its start', async () => {
-    const kira = await mesh.node({ name: 'kira' })
-    const aria = await mesh.node({ name: 'aria' })
-    await aria.dial(kira.multiaddrs[0]!)
-    await waitFor(async () => (await aria.peers()).some(p => p.peerId === kira.peerId && p.name === 'kira'), 'kira\'s card verified (its kick is over)')
-    const delivered = record(aria, 'message:delivered')
-    const delivery = (aria as unknown as { delivery: { peers: Map<string, { retryAt: number, flushing: boolean, resume?: { priority: Priority, id: string } }>, kick: (peer: string, reset: boolean) => void } }).delivery
-    const ids = [(await aria.send(kira.peerId, { i: 0 })).id]
-    await waitFor(() => delivered.length === 1 && delivery.peers.get(kira.peerId)?.flushing === false, 'the first delivered and its flush over')
-    const state = delivery.peers.get(kira.peerId)!
-    state.retryAt = Date.now() + 60_000
+    const { kira, aria, delivered, ids, state, release } = await heldBackPair(mesh)
     for (let i = 1; i <= 3; i++) ids.push((await aria.send(kira.peerId, { i })).id)
     // as if a flush had stepped over all three: it stopped at the last of them
     state.resume = { priority: 'normal', id: ids[3]! }
-    delivery.kick(kira.peerId, true)
+    release()
     await waitFor(() => delivered.length === ids.length, 'all delivered', 30_000)
     expect(delivered.map(d => d.id)).toEqual(ids)
   })
