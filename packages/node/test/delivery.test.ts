@@ -478,6 +478,54 @@ describe('durable delivery between two live nodes', () => {
     expect(delivered.map(d => d.id)).toEqual(ids)
   })
 
+  it('random sends, some while the flush reads the queue (none, a few, more than a page): each arrives once, FIFO within its priority, seeds 1–4', async () => {
+    const kira = await mesh.node({ name: 'kira' })
+    const aria = await mesh.node({ name: 'aria' })
+    await aria.dial(kira.multiaddrs[0]!)
+    const delivered = record(aria, 'message:delivered')
+    const outbox = (aria as unknown as { currentStore: { outbox: { pending: PendingRead } } }).currentStore.outbox
+    const read = outbox.pending.bind(outbox)
+    const priorities: Priority[] = ['high', 'normal', 'low']
+    let sent = 0
+    for (let seed = 1; seed <= 4; seed++) {
+      const random = prng(seed)
+      // one priority in the first seeds (a flush then never goes back to the queue's start), all three after
+      const pick = (): Priority => seed <= 2 ? 'normal' : priorities[Math.floor(random() * 3)]!
+      const send = async (priority: Priority): Promise<void> => {
+        sent++
+        await aria.send(kira.peerId, { seed, n: sent }, { priority })
+      }
+      // some reads of the queue get sends queued while they are out: none, a few, or (twice a seed)
+      // more than a page
+      let large = 2
+      outbox.pending = async (...args) => {
+        const page = await read(...args)
+        const r = random()
+        const during = r < 0.4 ? 0 : r < 0.7 || large === 0 ? 1 + Math.floor(random() * 20) : (large--, 1025 + Math.floor(random() * 200))
+        const priority = pick()
+        await Promise.all(Array.from({ length: during }, async () => { await send(random() < 0.9 ? priority : pick()) }))
+        return page
+      }
+      for (let wave = 0; wave < 8; wave++) {
+        const size = 1 + Math.floor(random() * 100)
+        await Promise.all(Array.from({ length: size }, async () => { await send(pick()) }))
+        // sometimes wait for all of it: the next wave then starts a flush of its own, with a read
+        if (random() < 0.5) await waitFor(() => delivered.length === sent, `seed ${seed} wave ${wave}: all ${sent} delivered`, 30_000)
+      }
+      await waitFor(() => delivered.length === sent, `seed ${seed}: all ${sent} delivered`, 30_000)
+    }
+    outbox.pending = read
+    expect(new Set(delivered.map(d => d.id)).size).toBe(sent)
+    const inbox = await readAll(kira)
+    expect(inbox.map(e => (e.body as { n: number }).n).sort((a, b) => a - b)).toEqual(Array.from({ length: sent }, (_, i) => i + 1))
+    // FIFO within each priority: inbox order is id (send) order
+    for (const p of priorities) {
+      const ids = inbox.filter(e => e.priority === p).map(e => e.id)
+      expect(ids).toEqual([...ids].sort())
+    }
+    expect((await aria.status()).outbox.queued).toBe(0)
+  })
+
   it('FIFO per recipient holds when the receiver answers overloaded', async () => {
     const kira = await mesh.node({ name: 'kira', start: false, deliveryRateLimit: { rate: 5, burst: 5 } })
     const aria = await mesh.node({ name: 'aria' })
