@@ -191,22 +191,16 @@ export class LevelOutbox implements Outbox {
       delete range.gte
       range.gt = queueKey(to, priority, keyPart(id, 'after id'))
     }
-    const { maxBytes } = options
-    if (maxBytes === undefined) {
-      const records = await this.queue.iterator(range).all()
-      options.signal?.throwIfAborted()
-      const out: OutboxEntry[] = new Array(records.length)
-      for (let i = 0; i < records.length; i++) out[i] = toEntry(records[i][0], records[i][1])
-      return out
-    }
+    const maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY
     if (!(maxBytes > 0)) throw new InvalidRecordError(`maxBytes must be a positive number, not ${String(maxBytes)}`)
-    // a page of large envelopes must not be read whole: in steps, up to the byte bound
+    // bounded in bytes, a page is read in steps up to the bound: large envelopes must not come in whole pages
+    const step = maxBytes === Number.POSITIVE_INFINITY ? limit : PENDING_CHUNK
     const out: OutboxEntry[] = []
     let bytes = 0
     const it = this.queue.iterator(range)
     try {
       while (bytes < maxBytes && out.length < limit) {
-        const records = await it.nextv(Math.min(PENDING_CHUNK, limit - out.length))
+        const records = await it.nextv(Math.min(step, limit - out.length))
         options.signal?.throwIfAborted()
         if (records.length === 0) break
         for (const [key, value] of records) {
