@@ -95,7 +95,7 @@ interface PeerState {
   again: boolean
   retryAt: number
   delay: number
-  /** A higher-priority entry was queued while flushing: read the queue from its start again. */
+  /** Read the queue from its start again (more was queued out of order than a flush holds). */
   restart: boolean
   /** Queue position (priority rank, id) of the last entry the running flush read. */
   rank: number
@@ -115,6 +115,13 @@ interface PeerState {
    */
   tail?: OutboxEntry[]
   tailBytes: number
+  /**
+   * Entries queued during the flush that sort before the page it is sending (a higher priority,
+   * or an id older than one already read: ids need not commit in order), in queue order. They go
+   * out next, ahead of the rest of the page, without reading the queue again.
+   */
+  early: OutboxEntry[]
+  earlyBytes: number
   /**
    * The flush is reading the queue. `tail` is complete while it does, however long it gets: what
    * the read returns is checked against it, and a read that reached the end is caught up only if
@@ -253,25 +260,30 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   }
 
   /**
-   * `entry` is durably queued. A flush that has read its queue to the end takes it from its tail
-   * rather than reading the queue again: at a steady rate of sends that read would cost more than
-   * the rest of the sender's storage work. Out of order (before something already read, in the
-   * page being sent, or collected) it makes the flush read the queue from the start instead.
+   * `entry` is durably queued. A running flush takes it from memory rather than reading the queue
+   * again (at a steady rate of sends that read would cost more than the rest of the sender's
+   * storage work): after the page it is sending (`tail`), or, sorting before the end of that page,
+   * ahead of the rest of it (`early`). Only when that is more than a flush holds does it read the
+   * queue: on from its position, or from the start for what sorts before it.
    */
   private onQueued (entry: OutboxEntry): void {
     const state = this.peers.get(entry.to)
     if (state?.resume !== undefined && before(entry, positionOf(state.resume))) state.resume = undefined
     const tail = state?.tail
     if (state?.flushing === true && tail !== undefined) {
-      const last = tail[tail.length - 1]
-      if (!state.reading && tailFull(tail, state.tailBytes + entry.bytes.byteLength)) {
+      const bytes = entry.bytes.byteLength
+      if (before(entry, state.horizon)) {
+        if (tailFull(state.early, state.earlyBytes + bytes)) state.restart = true
+        else {
+          insertInOrder(state.early, entry)
+          state.earlyBytes += bytes
+        }
+      } else if (!state.reading && tailFull(tail, state.tailBytes + bytes)) {
         // a flush held up (a full window): let it read the queue, not hold envelopes in memory
         dropTail(state)
-      } else if (!before(entry, state.horizon) && (last === undefined || !before(entry, positionOf(last)))) {
-        tail.push(entry)
-        state.tailBytes += entry.bytes.byteLength
       } else {
-        state.restart = true
+        insertInOrder(tail, entry)
+        state.tailBytes += bytes
       }
     }
     this.kick(entry.to, false, entry)
@@ -287,9 +299,8 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     }
     if (state.flushing) {
       state.again = true
-      // the flush reads on from where it is in the queue; anything queued before that position
-      // (a higher priority, or an add that committed late) makes it read from the start again
-      if (queued === undefined || before(queued, state.horizon)) state.restart = true
+      // a new send is in the flush's hands (`onQueued`); anything else may have changed the queue
+      if (queued === undefined) state.restart = true
       state.wake?.()
       return
     }
@@ -301,7 +312,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   private state (peer: string): PeerState {
     let state = this.peers.get(peer)
     if (state === undefined) {
-      state = { flushing: false, again: false, retryAt: 0, delay: RETRY_MIN_MS, restart: false, rank: 0, lastId: '', horizon: { rank: 0, lastId: '' }, paused: false, settling: new Set(), tailBytes: 0, reading: false, caughtUp: false, settleFailed: false }
+      state = { flushing: false, again: false, retryAt: 0, delay: RETRY_MIN_MS, restart: false, rank: 0, lastId: '', horizon: { rank: 0, lastId: '' }, paused: false, settling: new Set(), tailBytes: 0, early: [], earlyBytes: 0, reading: false, caughtUp: false, settleFailed: false }
       this.peers.set(peer, state)
     }
     return state
@@ -333,6 +344,8 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       state.flushing = false
       state.tail = undefined
       state.tailBytes = 0
+      state.early = []
+      state.earlyBytes = 0
       state.reading = false
       state.caughtUp = false
       state.wake = undefined
@@ -370,6 +383,9 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
         state.lastId = ''
         state.horizon = { rank: 0, lastId: '' }
         state.caughtUp = false
+        // the read from the start finds them
+        state.early = []
+        state.earlyBytes = 0
       }
       state.again = false
       let page: OutboxEntry[]
@@ -404,19 +420,15 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
         if (page.length > 0) state.horizon = positionOf(page[page.length - 1]!)
         // collected while the read ran, sorting before the end of its page, but not in it: it
         // committed too late for the read (ids and priorities need not commit in order)
-        const early = state.tail.filter(entry => before(entry, state.horizon))
-        if (early.length > 0) {
-          const read = new Set(page.map(entry => entry.id))
-          if (early.some(entry => !read.has(entry.id))) {
-            state.restart = true
-            continue
-          }
+        if (state.tail.length > 0 && before(state.tail[0]!, state.horizon)) {
+          this.takeEarly(state, page)
+          if (state.restart) continue
         }
         state.caughtUp = page.length < DELIVERY_PAGE && bytesOf(page) < DELIVERY_PAGE_BYTES
         // more came meanwhile than a flush holds: the next read (on from this page) finds it
         if (tailFull(state.tail, state.tailBytes)) dropTail(state)
       }
-      if (page.length === 0) {
+      if (page.length === 0 && state.early.length === 0) {
         // everything queued is on its way: wait for the answers, or for something new to send
         while (link !== undefined && link.inFlight.size > 0 && !state.again && !state.restart && !state.paused && link.broken === undefined) {
           await this.waitLink(link, state)
@@ -432,10 +444,21 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       }
       link ??= await this.openLink(peer)
       const now = Date.now()
-      for (const entry of page) {
-        after = entry
-        state.rank = RANK[entry.priority] ?? 1
-        state.lastId = entry.id
+      for (let next = 0; ;) {
+        // the page in order, with what was queued meanwhile sorting before its next entry ahead of it
+        let entry = page[next]
+        const early = state.early[0]
+        if (early !== undefined && (entry === undefined || before(early, positionOf(entry)))) {
+          entry = state.early.shift()!
+          state.earlyBytes -= entry.bytes.byteLength
+        } else if (entry !== undefined) {
+          next++
+          after = entry
+          state.rank = RANK[entry.priority] ?? 1
+          state.lastId = entry.id
+        } else {
+          break
+        }
         // not due yet (the receiver refused it for now): nothing queued behind it goes first (FIFO);
         // let what is on its way be answered and come back when it is due
         if (entry.nextAttemptAt > now) {
@@ -466,6 +489,32 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       if (link.broken !== undefined) throw link.broken
       if (state.paused) return await this.pause(link, state, peer)
     }
+  }
+
+  /**
+   * Entries collected while a read ran that sort before the end of the page it returned: those
+   * the read missed join `early`, and the tail keeps only what comes after the page.
+   */
+  private takeEarly (state: PeerState, page: OutboxEntry[]): void {
+    const read = new Set(page.map(entry => entry.id))
+    const tail: OutboxEntry[] = []
+    let tailBytes = 0
+    for (const entry of state.tail!) {
+      const bytes = entry.bytes.byteLength
+      if (!before(entry, state.horizon)) {
+        tail.push(entry)
+        tailBytes += bytes
+      } else if (!read.has(entry.id)) {
+        if (tailFull(state.early, state.earlyBytes + bytes)) {
+          state.restart = true
+          return
+        }
+        insertInOrder(state.early, entry)
+        state.earlyBytes += bytes
+      }
+    }
+    state.tail = tail
+    state.tailBytes = tailBytes
   }
 
   /** The receiver asked us to slow down: let what is on its way be answered, then back off. */
@@ -888,6 +937,14 @@ function dropTail (state: PeerState): void {
   state.tail = []
   state.tailBytes = 0
   state.caughtUp = false
+}
+
+/** Put `entry` into `entries` (in queue order) where it belongs: mostly at the end. */
+function insertInOrder (entries: OutboxEntry[], entry: OutboxEntry): void {
+  const position = positionOf(entry)
+  let at = entries.length
+  while (at > 0 && !before(entries[at - 1]!, position)) at--
+  entries.splice(at, 0, entry)
 }
 
 /** A place in a peer's queue: priority rank, then id. */
