@@ -15,7 +15,8 @@
  * - raw stream: the same frames acked one by one without any storage (the transport's ceiling).
  *
  * Phases: throughput at N sends outstanding (each waits for its ack), one at a time (latency),
- * then the drain: the receiver goes away, the sender queues 10k messages, the receiver comes back
+ * one round deeper (2,048 outstanding), one round with mixed priorities (the mesh sends one in ten
+ * `high` and one in ten `low`; the raw pipe has no priorities), then the drain: the receiver goes away, the sender queues 10k messages, the receiver comes back
  * (a new process on the same data directory) and we time until the 10k-th is acked. Throughput and
  * latency phases run in rounds in ABBA order and are merged.
  */
@@ -96,7 +97,7 @@ async function measure (ctx: BenchContext, cfg: Config, receiverHome: string): P
 
   const senders: Record<Side, Worker> = { mesh: meshSender, raw: rawSender, stream: rawSender }
   const receivers = (): Record<Side, Worker> => ({ mesh: meshReceiver, raw: rawReceiver, stream: rawReceiver })
-  const phase = async (side: Side, params: PhaseParams): Promise<Measured> => {
+  const phase = async (side: Side, params: PhaseParams & { mixed?: boolean }): Promise<Measured> => {
     if (ctx.signal.aborted) throw new Error('interrupted')
     const before = await receivers()[side].usage()
     const samples = await senders[side].call<PhaseSamples>('phase', { ...params, to: receiverId, durable: side === 'raw' }, params.maxMs + 60_000)
@@ -125,6 +126,12 @@ async function measure (ctx: BenchContext, cfg: Config, receiverHome: string): P
   ctx.log(`deep queue: ${cfg.throughput / 2} at ${cfg.deepInflight} outstanding, raw then mesh`)
   const deepPhase = async (side: Side): Promise<Measured> => await phase(side, { count: cfg.throughput / 2, inflight: cfg.deepInflight, maxMs: cfg.phaseCapMs })
   const deep = { raw: await deepPhase('raw'), mesh: await deepPhase('mesh') }
+
+  ctx.log(`mixed priorities: ${cfg.throughput / 2} at ${cfg.inflight} outstanding, one in ten high and one in ten low (mesh), raw then mesh`)
+  const mixed = {
+    raw: await phase('raw', { count: cfg.throughput / 2, inflight: cfg.inflight, maxMs: cfg.phaseCapMs }),
+    mesh: await phase('mesh', { count: cfg.throughput / 2, inflight: cfg.inflight, maxMs: cfg.phaseCapMs, mixed: true })
+  }
 
   // drain: mesh receiver offline, 10k queued, receiver back (new process, same data dir)
   ctx.log(`drain: receiver offline, ${cfg.drain} queued, receiver back`)
@@ -172,6 +179,7 @@ async function measure (ctx: BenchContext, cfg: Config, receiverHome: string): P
   const L = { mesh: merge(load.mesh), raw: merge(load.raw), stream: merge(load.stream) }
   const S = { mesh: merge(seq.mesh), raw: merge(seq.raw), stream: merge(seq.stream) }
   const D = { mesh: merge([deep.mesh]), raw: merge([deep.raw]) }
+  const M = { mesh: merge([mixed.mesh]), raw: merge([mixed.raw]) }
   const detail = (x: Merged) => ({
     completed: x.completed,
     elapsedMs: round(x.elapsedMs),
@@ -194,6 +202,7 @@ async function measure (ctx: BenchContext, cfg: Config, receiverHome: string): P
       load_p99_ms: figure({ label: `send → delivered p99, ${cfg.inflight} outstanding`, unit: 'ms', better: 'lower', value: L.mesh.summary.p99, baseline: L.raw.summary.p99 }),
       load_cpu_us: figure({ label: 'CPU per message, sender+receiver', unit: 'µs', better: 'lower', value: L.mesh.cpuPerMessage, baseline: L.raw.cpuPerMessage }),
       deep_throughput: figure({ label: `throughput, ${cfg.deepInflight} outstanding (one round)`, unit: 'msg/s', better: 'higher', value: D.mesh.throughput, baseline: D.raw.throughput }),
+      mixed_throughput: figure({ label: `throughput, mixed priorities, ${cfg.inflight} outstanding (one round)`, unit: 'msg/s', better: 'higher', value: M.mesh.throughput, baseline: M.raw.throughput }),
       seq_p50_ms: figure({ label: 'send → delivered p50, one at a time', unit: 'ms', better: 'lower', value: S.mesh.summary.p50, baseline: S.raw.summary.p50 }),
       seq_p99_ms: figure({ label: 'send → delivered p99, one at a time', unit: 'ms', better: 'lower', value: S.mesh.summary.p99, baseline: S.raw.summary.p99 }),
       queue_rate: figure({ label: 'send() while offline (synced), 256 concurrent', unit: 'msg/s', better: 'higher', value: queueRate(drains.mesh.queue), baseline: queueRate(drains.raw.queue) }),
@@ -203,6 +212,7 @@ async function measure (ctx: BenchContext, cfg: Config, receiverHome: string): P
       load: { mesh: detail(L.mesh), raw: detail(L.raw), stream: detail(L.stream) },
       sequential: { mesh: detail(S.mesh), raw: detail(S.raw), stream: detail(S.stream) },
       deep: { mesh: detail(D.mesh), raw: detail(D.raw) },
+      mixed: { mesh: detail(M.mesh), raw: detail(M.raw) },
       drain: {
         mesh: { drainMs: round(drains.mesh.drainMs), delivered: drains.mesh.delivered, queueMsgPerS: round(queueRate(drains.mesh.queue)), sendP99Ms: round(summarize(drains.mesh.queue.latencies).p99) },
         raw: { drainMs: round(drains.raw.drainMs), delivered: drains.raw.delivered, queueMsgPerS: round(queueRate(drains.raw.queue)), sendP99Ms: round(summarize(drains.raw.queue.latencies).p99) },
@@ -357,9 +367,13 @@ export const roles: Record<string, RoleFactory> = {
       ready: { frameSize },
       methods: {
         dial: async (params: { target: string }) => { await node.dial(params.target) },
-        phase: async (params: PhaseParams & { to: string }) => {
+        phase: async (params: PhaseParams & { to: string, mixed?: boolean }) => {
+          let n = 0
           const samples = await runPhase(async () => {
-            const { id } = await node.send(params.to, BODY)
+            // mixed: one send in ten `high`, one in ten `low` (each overtakes or trails the rest of the queue)
+            const priority = params.mixed !== true ? undefined : n % 10 === 0 ? 'high' : n % 10 === 5 ? 'low' : 'normal'
+            n++
+            const { id } = await node.send(params.to, BODY, priority === undefined ? {} : { priority })
             await delivered(id)
           }, params)
           if (failures > 0) throw new Error(`${failures} messages failed or expired`)
