@@ -459,6 +459,33 @@ describe('durable delivery between two live nodes', () => {
     expect(fromStart).toBe(0)
   })
 
+  it('a low-priority send and then a normal one joining a flush that read its whole queue are taken from memory in queue order', async () => {
+    const { kira, aria, delivered, ids, onRead, release } = await heldBackPair(mesh)
+    // less than a page: the flush's first read reaches the end, and later sends join it from memory
+    const queued = await Promise.all(Array.from({ length: 600 }, async (_, n) => await aria.send(kira.peerId, { n })))
+    ids.push(...queued.map(r => r.id))
+    let fromStart = 0
+    onRead(read => async (...args) => {
+      if ((args[1] as { after?: unknown } | undefined)?.after === undefined) fromStart++
+      return await read(...args)
+    })
+    // the normal one sorts before the low one queued just before it
+    let later: Promise<string[]> | undefined
+    aria.addEventListener('message:delivered', () => {
+      later ??= (async () => [
+        (await aria.send(kira.peerId, { later: 'low' }, { priority: 'low' })).id,
+        (await aria.send(kira.peerId, { later: 'normal' })).id
+      ])()
+    })
+    release()
+    await waitFor(() => delivered.length === ids.length + 2, `all ${ids.length + 2} delivered`, 30_000)
+    const [low, normal] = await later!
+    expect(new Set(delivered.map(d => d.id))).toEqual(new Set([...ids, low, normal]))
+    expect((await readAll(kira)).map(e => e.id).filter(id => id !== low && id !== normal)).toEqual(ids)
+    // it used to send the flush back to the queue's start
+    expect(fromStart).toBe(0)
+  })
+
   it('a queue of large envelopes is read a few megabytes at a time, and all of it arrives once, in order', async () => {
     const { kira, aria, delivered, ids, onRead, release } = await heldBackPair(mesh)
     // 50 envelopes of ~200 kB (~10 MB), all found by one flush
