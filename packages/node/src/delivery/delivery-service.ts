@@ -102,7 +102,8 @@ interface PeerState {
   lastId: string
   /**
    * The last entry of the page the flush is working through (its position until it takes the
-   * next): anything queued that sorts before it and is not in the page would be stepped over.
+   * next): anything queued that sorts before it and is not in the page goes to `early`, or the
+   * flush would step over it.
    */
   horizon: Position
   /** The receiver asked us to slow down during this flush. */
