@@ -556,7 +556,13 @@ describe('durable delivery between two live nodes', () => {
       outbox.pending = async (...args) => {
         const page = await read(...args)
         const r = random()
-        const during = r < 0.4 ? 0 : r < 0.7 || large === 0 ? 1 + Math.floor(random() * 20) : (large--, 1025 + Math.floor(random() * 200))
+        let during = 0
+        if (r >= 0.7 && large > 0) {
+          large--
+          during = 1025 + Math.floor(random() * 200)
+        } else if (r >= 0.4) {
+          during = 1 + Math.floor(random() * 20)
+        }
         const priority = pick()
         await Promise.all(Array.from({ length: during }, async () => { await send(random() < 0.9 ? priority : pick()) }))
         return page
