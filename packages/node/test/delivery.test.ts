@@ -439,14 +439,23 @@ describe('durable delivery between two live nodes', () => {
   })
 
   it('a high-priority send while a flush works through a long queue goes out ahead of the rest of it, without the queue read from its start', async () => {
-    const { kira, aria, delivered, ids, fromStart, release } = await heldBackPair(mesh)
+    const { kira, aria, delivered, ids, fromStart, onRead, release } = await heldBackPair(mesh)
     // three pages of the queue waiting: the flush reads them one after the other
     const queued = await Promise.all(Array.from({ length: 3000 }, async (_, n) => await aria.send(kira.peerId, { n })))
     ids.push(...queued.map(r => r.id))
     // sent once the first of the queue is delivered: the flush is then in its first page
     let urgent: Promise<string> | undefined
+    let urgentSent!: () => void
+    const queuedWhileFirstPage = new Promise<void>(resolve => { urgentSent = resolve })
     aria.addEventListener('message:delivered', () => {
-      urgent ??= aria.send(kira.peerId, { urgent: true }, { priority: 'high' }).then(r => r.id)
+      urgent ??= aria.send(kira.peerId, { urgent: true }, { priority: 'high' }).then(r => { urgentSent(); return r.id })
+    })
+    // a busy machine may get through the first page before the send commits: the read of the
+    // second page waits for it, so it is always queued while the first page goes out
+    let reads = 0
+    onRead(read => async (...args) => {
+      if (++reads === 2) await queuedWhileFirstPage
+      return await read(...args)
     })
     release()
     await waitFor(() => delivered.length === ids.length + 1, `all ${ids.length + 1} delivered`, 60_000)
@@ -461,18 +470,25 @@ describe('durable delivery between two live nodes', () => {
   })
 
   it('a low-priority send and then a normal one joining a flush that read its whole queue are taken from memory in queue order', async () => {
-    const { kira, aria, delivered, ids, fromStart, release } = await heldBackPair(mesh)
+    const { kira, aria, delivered, ids, fromStart, onRead, release } = await heldBackPair(mesh)
     // less than a page: the flush's first read reaches the end, and later sends join it from memory
     const queued = await Promise.all(Array.from({ length: 600 }, async (_, n) => await aria.send(kira.peerId, { n })))
     ids.push(...queued.map(r => r.id))
-    // the normal one sorts before the low one queued just before it
+    // sent once that read is back; the normal one sorts before the low one queued just before it
     let later: Promise<string[]> | undefined
-    aria.addEventListener('message:delivered', () => {
+    onRead(read => async (...args) => {
+      const page = await read(...args)
       later ??= (async () => [
         (await aria.send(kira.peerId, { later: 'low' }, { priority: 'low' })).id,
         (await aria.send(kira.peerId, { later: 'normal' })).id
       ])()
+      return page
     })
+    // kira answers nothing until both are queued: the flush is still running when they are (on a
+    // busy machine it could otherwise be over, and the next one read the queue)
+    const inbox = (kira as unknown as { currentStore: { inbox: { acceptEntries: (...args: unknown[]) => Promise<unknown> } } }).currentStore.inbox
+    const accept = inbox.acceptEntries.bind(inbox)
+    inbox.acceptEntries = async (...args) => { await later; return await accept(...args) }
     release()
     await waitFor(() => delivered.length === ids.length + 2, `all ${ids.length + 2} delivered`, 30_000)
     const [low, normal] = await later!
