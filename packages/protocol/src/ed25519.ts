@@ -89,6 +89,7 @@ function checkSecretKey (secretKey: Uint8Array): void {
 interface Sodium {
   crypto_sign_detached: (signature: Uint8Array, message: Uint8Array, secretKey: Uint8Array) => void
   crypto_sign_verify_detached: (signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array) => boolean
+  crypto_hash_sha256?: (out: Uint8Array, message: Uint8Array) => void
 }
 
 interface SodiumModule { sodium: Sodium, path: string }
@@ -141,6 +142,11 @@ export function libsodium (): Ed25519 | undefined {
  */
 export function sodiumModulePath (): string | undefined {
   return loadSodium()?.path
+}
+
+/** libsodium's SHA-256 (`out` of 32 bytes), or `undefined` where `sodium-native` does not load. */
+export function sodiumHash (): ((out: Uint8Array, message: Uint8Array) => void) | undefined {
+  return loadSodium()?.sodium.crypto_hash_sha256
 }
 
 let chosen: Ed25519 | undefined

@@ -18,6 +18,10 @@ export class Lru<V> {
     return value
   }
 
+  delete (key: string): void {
+    this.entries.delete(key)
+  }
+
   get size (): number {
     return this.entries.size
   }

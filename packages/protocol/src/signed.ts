@@ -100,7 +100,7 @@ export const SIGNER_CACHE_SIZE = 1024
 const signers = new Lru<string>(SIGNER_CACHE_SIZE)
 
 /** The PeerId string of an Ed25519 public key (raw), derived once per key. */
-function signerOf (raw: Uint8Array): string {
+export function signerOf (raw: Uint8Array): string {
   return signers.getOr(bytesKey(raw), () => peerIdFromPublicKey(publicKeyFromRaw(Uint8Array.from(raw))).toString())
 }
 
