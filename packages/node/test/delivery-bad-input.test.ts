@@ -24,6 +24,7 @@ import {
   ENVELOPE_PAYLOAD_TYPE,
   MAX_FRAME_SIZE,
   sealEnvelope,
+  sealEnvelopes,
   sealPayload
 } from '@persona-mesh/protocol'
 import * as varint from 'uint8-varint'
@@ -80,6 +81,11 @@ async function honestSendWorks (tag: string, target: MeshNode = victim): Promise
   expect(await target.inbox.get(id)).toMatchObject({ from: honest.peerId, body: { tag } })
   expect(target.isStarted).toBe(true)
 }
+
+/** Where a batch-sealed envelope's key, signature and proof start (see the protocol's batch.ts). */
+const KEY_AT = 4
+const SIGNATURE_AT = 40
+const PROOF_AT = 104
 
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s)
 
@@ -188,6 +194,25 @@ describe('deliver protocol under bad input', () => {
       expect(await victim.inbox.get(genuine.id)).toBeUndefined()
       expect((await victim.inbox.read({ from: honest.peerId, limit: 1000 })).entries.some(e => e.id === forged.id)).toBe(false)
       expect(raw.ended).toBe(false)
+    })
+  })
+
+  it('batch-sealed: a batch is acked stored; a tampered leaf, a forged proof, a borrowed signature, or the honest peer\'s key put in → nack unauthorized, none stored', async () => {
+    await hostile('batch-sealed', async (raw) => {
+      const good = [envelope(), envelope(), envelope()]
+      const sealed = await sealEnvelopes(good, attackerKey)
+      const victims = [envelope({ body: { text: 'pay 10' } }), envelope(), envelope(), envelope()]
+      const [tampered, forgedProof, borrowed, honestKey] = await sealEnvelopes(victims, attackerKey)
+      const at = Buffer.from(tampered!).indexOf('pay 10')
+      tampered![at + 4] = '9'.charCodeAt(0)
+      forgedProof![PROOF_AT + 5]! ^= 1
+      borrowed!.set(sealed[0]!.subarray(SIGNATURE_AT, PROOF_AT), SIGNATURE_AT)
+      honestKey!.set(honest.libp2p.peerId.publicKey!.raw, KEY_AT)
+      for (const frame of [...sealed, tampered!, forgedProof!, borrowed!, honestKey!]) raw.sendFrame(frame)
+      expect(await raw.answers(7)).toEqual([...good.map(e => ack(e.id)), ...Array.from({ length: 4 }, () => nack(null, 'unauthorized'))])
+      for (const e of victims) expect(await victim.inbox.get(e.id)).toBeUndefined()
+      expect(await victim.inbox.get(good[1]!.id)).toMatchObject({ from: attacker.peerId, body: good[1]!.body })
+      return good.map(e => e.id)
     })
   })
 

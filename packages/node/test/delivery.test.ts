@@ -8,7 +8,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { MeshNode } from '@persona-mesh/node'
 import type { JsonValue, Priority } from '@persona-mesh/protocol'
-import { DELIVER_PROTOCOL, newId } from '@persona-mesh/protocol'
+import { DELIVER_PROTOCOL, isBatchSealed, MAX_FRAME_SIZE, newId } from '@persona-mesh/protocol'
 import type { InboxEntry } from '@persona-mesh/store'
 import { afterEach, describe, expect, it } from 'vitest'
 import { TestMesh, waitFor } from './harness.js'
@@ -212,6 +212,43 @@ describe('durable delivery between two live nodes', () => {
     const expected = (['high', 'normal', 'low'] as const).flatMap(p => priorities.flatMap((q, i) => q === p ? [i] : []))
     expect(order).toEqual(expected)
     expect((await aria.status()).outbox.queued).toBe(0)
+  })
+
+  it('a burst of sends is sealed in batches, one signature for up to 128, a send alone by itself; each arrives once, verified, and a send too large fails alone', async () => {
+    const kira = await mesh.node({ name: 'kira', start: false })
+    const aria = await mesh.node({ name: 'aria' })
+    const delivered = record(aria, 'message:delivered')
+    // one turn of the event loop: 300 sends and one whose body is over the frame limit
+    const burst = Array.from({ length: 300 }, (_, i) => aria.send(kira.peerId, { i }))
+    const tooLarge = aria.send(kira.peerId, { text: 'x'.repeat(MAX_FRAME_SIZE) }).then(() => 'sent', (err: Error) => err.name)
+    const ids = (await Promise.all(burst)).map(r => r.id)
+    expect(await tooLarge).toBe('TooLargeError')
+    const alone = (await aria.send(kira.peerId, { alone: true })).id
+
+    const outbox = (aria as unknown as { currentStore: { outbox: { pending: (to: string, options: { limit: number }) => Promise<Array<{ id: string, bytes: Uint8Array }>> } } }).currentStore.outbox
+    const queued = await outbox.pending(kira.peerId, { limit: 1000 })
+    expect(queued).toHaveLength(301)
+    // sends that wait for a block of seqs to be reserved seal in a later turn; a batch that holds
+    // the send too large is sealed envelope by envelope
+    const batches = new Map<string, number>()
+    for (const e of queued.filter(e => e.id !== alone && isBatchSealed(e.bytes))) {
+      // the batch's signature sits after magic (4), key (32), size (2) and index (2)
+      const signature = Buffer.from(e.bytes.subarray(40, 104)).toString('hex')
+      batches.set(signature, (batches.get(signature) ?? 0) + 1)
+    }
+    expect(Math.max(...batches.values())).toBe(128)
+    expect([...batches.values()].reduce((a, b) => a + b)).toBeGreaterThan(250)
+    expect(isBatchSealed(queued.find(e => e.id === alone)!.bytes)).toBe(false)
+
+    await kira.start()
+    await kira.dial(aria.multiaddrs[0]!)
+    await waitFor(() => delivered.length >= 301, 'all 301 delivered', 30_000)
+    expect(new Set(delivered.map(d => d.id))).toEqual(new Set([...ids, alone]))
+    const inbox = await readAll(kira)
+    expect(inbox).toHaveLength(301)
+    expect(inbox.map(e => e.id)).toEqual([...ids, alone])
+    expect(inbox.slice(0, 300).map(e => e.body)).toEqual(ids.map((_, i) => ({ i })))
+    expect(inbox.every(e => e.from === aria.peerId)).toBe(true)
   })
 
   it('a TTL that runs out while the peer is offline ends expired (event + outbox record), and it is never delivered later', async () => {

@@ -8,8 +8,7 @@ import {
   decodeDeliverResult,
   encodeDeliverResult,
   MAX_FRAME_SIZE,
-  openEnvelope,
-  sealEnvelope
+  openEnvelope
 } from '@persona-mesh/protocol'
 import type { AcceptedItem, AuditEvent, MeshStore, OutboxEntry } from '@persona-mesh/store'
 import { TypedEventEmitter } from 'main-event'
@@ -32,6 +31,7 @@ import {
   SWEEP_INTERVAL_MS
 } from './constants.js'
 import type { DeliveryEvents, EnvelopeOptions, SendResult } from './index.js'
+import { EnvelopeSealer } from './sealer.js'
 import { createSigner, type Signer } from './signer.js'
 import { createVerifier, type Verifier } from './verifier.js'
 
@@ -189,6 +189,8 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
 
   /** Signs envelopes (see {@link createSigner}). */
   private signer: Signer
+  /** Seals bursts of sends under one signature (see {@link EnvelopeSealer}). */
+  private sealer: EnvelopeSealer
   /** Verifies the envelopes received (see {@link createVerifier}). */
   private verifier: Verifier
 
@@ -198,6 +200,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     this.maxFrameSize = init.maxFrameSize ?? MAX_FRAME_SIZE
     this.self = components.libp2p.peerId.toString()
     this.signer = createSigner(components.privateKey)
+    this.sealer = new EnvelopeSealer(this.signer, this.maxFrameSize)
     this.verifier = createVerifier()
   }
 
@@ -228,6 +231,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     // fresh ones for a restart: they start no worker until a burst needs one
     const { signer, verifier } = this
     this.signer = createSigner(this.components.privateKey)
+    this.sealer = new EnvelopeSealer(this.signer, this.maxFrameSize)
     this.verifier = createVerifier()
     await Promise.all([signer.close(), verifier.close()])
   }
@@ -246,7 +250,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     if (options.trace !== undefined) init.trace = options.trace
     if (options.hop !== undefined) init.hop = options.hop
     const envelope = createEnvelope(init)
-    const bytes = await sealEnvelope(envelope, this.signer, { maxSize: this.maxFrameSize })
+    const bytes = await this.sealer.seal(envelope)
     // the queued entry, as the store takes it and as a flush holds it
     const entry: OutboxEntry = { id: envelope.id, to, priority: envelope.priority, seq, createdAt: envelope.createdAt, expiresAt: envelope.expiresAt, bytes, attempts: 0, nextAttemptAt: 0 }
     await store.outbox.add([entry], signal !== undefined ? { signal } : {})
