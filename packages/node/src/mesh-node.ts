@@ -18,7 +18,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { MemoryDatastore } from 'datastore-core'
 import { createLibp2p } from 'libp2p'
 import { TypedEventEmitter } from 'main-event'
-import { CARD_PROTOCOL, CARDS_TOPIC, CapabilityNameSchema, TOOL_CALL_METHOD, traceId, DELIVER_PROTOCOL, KAD_PROTOCOL, RPC_PROTOCOL } from '@persona-mesh/protocol'
+import { CARD_PROTOCOL, CARDS_TOPIC, CapabilityNameSchema, TOOL_CALL_METHOD, traceId, DELIVER_PROTOCOLS, KAD_PROTOCOL, RPC_PROTOCOL } from '@persona-mesh/protocol'
 import { CardService, DHT_DATASTORE_PREFIX, searchCards } from './cards/index.js'
 import { AmbiguousNameError, InvalidArgumentError, NotFoundError, NotStartedError, PeerUnreachableError } from './errors.js'
 import { PeerTable } from './peers/peer-table.js'
@@ -651,7 +651,7 @@ function cursorOf (store: MeshStore | undefined): { cursor?: string } {
 }
 
 /** The mesh's own protocols, advertised in cards; a peer speaking rpc is a mesh peer. */
-const MESH_PROTOCOLS = [RPC_PROTOCOL, CARD_PROTOCOL, DELIVER_PROTOCOL, KAD_PROTOCOL]
+const MESH_PROTOCOLS = [RPC_PROTOCOL, CARD_PROTOCOL, ...DELIVER_PROTOCOLS, KAD_PROTOCOL]
 
 function looksLikePeerId (value: string): boolean {
   return /^(12D3KooW|Qm|16Uiu2)[1-9A-HJ-NP-Za-km-z]{30,}$/.test(value) || /^b[a-z2-7]{50,}$/.test(value)

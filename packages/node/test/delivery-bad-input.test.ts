@@ -1,5 +1,5 @@
 /**
- * Hostile input on `/persona-mesh/deliver/1.0.0`. The attacker node opens raw streams to a victim
+ * Hostile input on `/persona-mesh/deliver/1.1.0` (and 1.0.0). The attacker node opens raw streams to a victim
  * and writes varint-length-prefixed frames (sealed envelopes, or garbage); the victim answers each
  * frame with a JSON result frame `{v:1,t:'ack'|'nack',id,...}`. Nothing refused may reach the inbox,
  * and after every case an honest node's real `send()` to the victim must still end delivered.
@@ -19,6 +19,7 @@ import {
   canonicalEncode,
   createEnvelope,
   DELIVER_PROTOCOL,
+  DELIVER_PROTOCOL_1_0,
   decodeDeliverResult,
   ENVELOPE_DOMAIN,
   ENVELOPE_PAYLOAD_TYPE,
@@ -105,8 +106,8 @@ async function sealRaw (payload: Uint8Array, key: PrivateKey = attackerKey): Pro
 
 /** A raw deliver stream from the attacker: frames out, decoded result frames and close events in. */
 class RawDeliver extends RawStream<DeliverResult> {
-  static async open (target: MeshNode = victim): Promise<RawDeliver> {
-    return new RawDeliver(await attacker.libp2p.dialProtocol(target.libp2p.peerId, DELIVER_PROTOCOL))
+  static async open (target: MeshNode = victim, protocol = DELIVER_PROTOCOL): Promise<RawDeliver> {
+    return new RawDeliver(await attacker.libp2p.dialProtocol(target.libp2p.peerId, protocol))
   }
 
   constructor (stream: Stream) {
@@ -151,9 +152,9 @@ async function fromAttacker (node: MeshNode = victim): Promise<string[]> {
  * Run one hostile case on a fresh raw stream, abort it, check the attacker's entries in the inbox
  * grew by exactly the ids `body` returns (none if it returns nothing), then the honest check.
  */
-async function hostile (name: string, body: (raw: RawDeliver) => Promise<unknown>, target: MeshNode = victim): Promise<void> {
+async function hostile (name: string, body: (raw: RawDeliver) => Promise<unknown>, target: MeshNode = victim, protocol = DELIVER_PROTOCOL): Promise<void> {
   const before = await fromAttacker(target)
-  const raw = await RawDeliver.open(target)
+  const raw = await RawDeliver.open(target, protocol)
   let stored: string[] = []
   try {
     const result = await body(raw)
@@ -214,6 +215,18 @@ describe('deliver protocol under bad input', () => {
       expect(await victim.inbox.get(good[1]!.id)).toMatchObject({ from: attacker.peerId, body: good[1]!.body })
       return good.map(e => e.id)
     })
+  })
+
+  it('deliver/1.0.0 takes envelopes sealed alone, as before; a batch-sealed one there → nack unsupported_version, not stored', async () => {
+    await hostile('deliver/1.0.0', async (raw) => {
+      const alone = envelope()
+      const [batched] = await sealEnvelopes([envelope(), envelope()], attackerKey)
+      raw.sendFrame(await seal(alone))
+      raw.sendFrame(batched!)
+      expect(await raw.answers(2)).toEqual([ack(alone.id), nack(null, 'unsupported_version')])
+      expect(raw.ended).toBe(false)
+      return [alone.id]
+    }, victim, DELIVER_PROTOCOL_1_0)
   })
 
   it('relayed: a validly signed envelope from a third key, delivered by the attacker → nack unauthorized with the id', async () => {

@@ -1,6 +1,6 @@
 /**
  * Durable delivery between real nodes in this process (TCP on 127.0.0.1, mDNS off, LevelDB in temp
- * homes): `send` → outbox → `/persona-mesh/deliver/1.0.0` → inbox, the outbox states and events,
+ * homes): `send` → outbox → `/persona-mesh/deliver/1.1.0` → inbox, the outbox states and events,
  * restarts of the sender, an offline recipient, priorities, TTL, caps, and the inbox API.
  * Every wait is on a condition with a timeout; nothing asserts on time.
  */
@@ -249,6 +249,25 @@ describe('durable delivery between two live nodes', () => {
     expect(inbox.map(e => e.id)).toEqual([...ids, alone])
     expect(inbox.slice(0, 300).map(e => e.body)).toEqual(ids.map((_, i) => ({ i })))
     expect(inbox.every(e => e.from === aria.peerId)).toBe(true)
+  })
+
+  it('a receiver that speaks only deliver/1.0.0 (a node from before batch sealing) gets each envelope of a batch sealed alone, and all arrive', async () => {
+    const kira = await mesh.node({ name: 'kira' })
+    // what a node from before batch sealing handles; this one refuses batch-sealed envelopes there
+    await kira.libp2p.unhandle(DELIVER_PROTOCOL)
+    const aria = await mesh.node({ name: 'aria' })
+    const delivered = record(aria, 'message:delivered')
+    const failed = record(aria, 'message:failed')
+    const ids = (await Promise.all(Array.from({ length: 50 }, (_, i) => aria.send(kira.peerId, { i })))).map(r => r.id)
+    const outbox = (aria as unknown as { currentStore: { outbox: { pending: (to: string) => Promise<Array<{ bytes: Uint8Array }>> } } }).currentStore.outbox
+    expect((await outbox.pending(kira.peerId)).filter(e => isBatchSealed(e.bytes)).length).toBeGreaterThan(0)
+
+    await aria.dial(kira.multiaddrs[0]!)
+    await waitFor(() => delivered.length + failed.length >= 50, 'all 50 answered', 30_000)
+    expect(failed).toEqual([])
+    expect((await readAll(kira)).map(e => e.body)).toEqual(ids.map((_, i) => ({ i })))
+    const protocols = aria.libp2p.getConnections(kira.libp2p.peerId).flatMap(c => c.streams).map(s => s.protocol)
+    expect(protocols).not.toContain(DELIVER_PROTOCOL)
   })
 
   it('a TTL that runs out while the peer is offline ends expired (event + outbox record), and it is never delivered later', async () => {

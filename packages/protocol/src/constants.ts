@@ -3,8 +3,15 @@ export const WIRE_VERSION = 1
 
 /** Live request/response between two connected peers. */
 export const RPC_PROTOCOL = '/persona-mesh/rpc/1.0.0'
-/** Durable delivery of signed envelopes from an outbox into an inbox. */
-export const DELIVER_PROTOCOL = '/persona-mesh/deliver/1.0.0'
+/** Durable delivery of signed envelopes, sealed alone or in batches, from an outbox into an inbox. */
+export const DELIVER_PROTOCOL = '/persona-mesh/deliver/1.1.0'
+/**
+ * The first version of delivery, for nodes that know no other: the same frames, but envelopes
+ * sealed alone (RecordEnvelopes) only.
+ */
+export const DELIVER_PROTOCOL_1_0 = '/persona-mesh/deliver/1.0.0'
+/** Every version of delivery a node speaks, newest first (the order a sender offers them in). */
+export const DELIVER_PROTOCOLS = [DELIVER_PROTOCOL, DELIVER_PROTOCOL_1_0]
 /** Fetch a peer's current signed capability card. */
 export const CARD_PROTOCOL = '/persona-mesh/card/1.0.0'
 /** The private Kademlia DHT that only Persona Mesh nodes join. */

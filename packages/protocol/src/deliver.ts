@@ -6,7 +6,7 @@ import { MAX_NACK_MESSAGE, NackReasonSchema } from './nack.js'
 import { decodeVersioned } from './seal.js'
 
 /**
- * `/persona-mesh/deliver/1.0.0`: the sender writes sealed envelopes, one per length-prefixed
+ * `/persona-mesh/deliver/1.1.0` (and 1.0.0, which takes no batch-sealed envelopes): the sender writes sealed envelopes, one per length-prefixed
  * frame, as raw bytes; the receiver answers each, in order, with a JSON result frame. `ack`
  * means the envelope is durably in the receiver's inbox (or already was: `duplicate`).
  */

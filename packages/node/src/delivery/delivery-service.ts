@@ -5,10 +5,14 @@ import type { DeliverResult, EnvelopeInit, JsonValue, MessageEnvelope, NackReaso
 import {
   createEnvelope,
   DELIVER_PROTOCOL,
+  DELIVER_PROTOCOL_1_0,
+  DELIVER_PROTOCOLS,
   decodeDeliverResult,
   encodeDeliverResult,
+  isBatchSealed,
   MAX_FRAME_SIZE,
-  openEnvelope
+  openEnvelope,
+  UnsupportedVersionError
 } from '@persona-mesh/protocol'
 import type { AcceptedItem, AuditEvent, MeshStore, OutboxEntry } from '@persona-mesh/store'
 import { TypedEventEmitter } from 'main-event'
@@ -150,6 +154,8 @@ interface PeerState {
 interface Link {
   peer: string
   channel: FrameChannel
+  /** The receiver takes batch-sealed envelopes (deliver/1.1.0); else each goes sealed alone. */
+  batches: boolean
   /** Sent, not yet answered, in send order. */
   inFlight: Map<string, OutboxEntry>
   inFlightBytes: number
@@ -166,7 +172,7 @@ interface Link {
 
 /**
  * Durable delivery (DESIGN §7). `send()` resolves once the sealed envelope is synced into the
- * outbox; a per-recipient flush then streams queued envelopes over `/persona-mesh/deliver/1.0.0`
+ * outbox; a per-recipient flush then streams queued envelopes over `/persona-mesh/deliver/1.1.0`
  * in order (priority, then FIFO) and deletes each only when the receiver acks it, which it does
  * only after the envelope and its dedupe keys are synced into its inbox. Every message ends
  * `delivered`, `expired` or `failed` with a reason.
@@ -184,7 +190,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
   private acked: Array<Pick<OutboxEntry, 'id' | 'to'>> = []
   private readonly self: string
   private readonly onIdentify = (evt: CustomEvent<{ peerId: PeerId, protocols: string[] }>): void => {
-    if (evt.detail.protocols.includes(DELIVER_PROTOCOL)) this.kick(evt.detail.peerId.toString(), true)
+    if (evt.detail.protocols.some(p => DELIVER_PROTOCOLS.includes(p))) this.kick(evt.detail.peerId.toString(), true)
   }
 
   /** Signs envelopes (see {@link createSigner}). */
@@ -208,7 +214,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     if (this.started) return
     this.started = true
     this.stopController = new AbortController()
-    await this.components.libp2p.handle(DELIVER_PROTOCOL, (stream, connection) => { this.receive(stream, connection) }, {
+    await this.components.libp2p.handle(DELIVER_PROTOCOLS, (stream, connection) => { this.receive(stream, connection) }, {
       maxInboundStreams: MAX_DELIVER_STREAMS,
       maxOutboundStreams: MAX_DELIVER_STREAMS
     })
@@ -223,7 +229,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     this.stopController.abort()
     clearInterval(this.sweepTimer)
     this.components.libp2p.removeEventListener('peer:identify', this.onIdentify)
-    await this.components.libp2p.unhandle(DELIVER_PROTOCOL).catch(() => {})
+    await this.components.libp2p.unhandle(DELIVER_PROTOCOLS).catch(() => {})
     for (const state of this.peers.values()) state.wake?.()
     await Promise.all([...this.links.values()].map(async link => { await this.closeLink(link) }))
     await Promise.all([...this.inbound].map(async c => { await c.close() }))
@@ -476,6 +482,8 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
         // the expiry sweep settles it
         if (entry.expiresAt < now) continue
         if (link.inFlight.has(entry.id) || state.settling.has(entry.id)) continue
+        // a receiver before batch sealing gets the same envelope sealed alone
+        const bytes = link.batches || !isBatchSealed(entry.bytes) ? entry.bytes : await this.sealer.sealAlone(entry.bytes)
         while ((link.inFlight.size >= DELIVERY_WINDOW || link.inFlightBytes >= DELIVERY_WINDOW_BYTES) && link.broken === undefined && !state.paused) {
           await this.sendPending(link)
           await this.waitLink(link, state)
@@ -485,8 +493,8 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
         if (link.inFlight.size === 0) link.lastAnswer = Date.now()
         link.inFlight.set(entry.id, entry)
         link.inFlightBytes += entry.bytes.byteLength
-        link.pending.push(entry.bytes)
-        link.pendingBytes += entry.bytes.byteLength
+        link.pending.push(bytes)
+        link.pendingBytes += bytes.byteLength
         if (link.pendingBytes >= WRITE_CHUNK_BYTES) await this.sendPending(link)
         if (state.restart) break
       }
@@ -582,10 +590,10 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
       const known = await libp2p.peerStore.get(target).then(p => p.addresses.length, () => 0)
       if (known === 0) throw new Error('no known address and no peers to ask for one')
     }
-    const stream = await libp2p.dialProtocol(target, DELIVER_PROTOCOL, {
+    const stream = await libp2p.dialProtocol(target, DELIVER_PROTOCOLS, {
       signal: AbortSignal.any([AbortSignal.timeout(10_000), this.stopController.signal])
     })
-    const link: Link = { peer, channel: undefined as unknown as FrameChannel, inFlight: new Map(), inFlightBytes: 0, pending: [], pendingBytes: 0, lastAnswer: Date.now() }
+    const link: Link = { peer, channel: undefined as unknown as FrameChannel, batches: stream.protocol === DELIVER_PROTOCOL, inFlight: new Map(), inFlightBytes: 0, pending: [], pendingBytes: 0, lastAnswer: Date.now() }
     const fail = (err: Error): void => {
       link.broken ??= err
       if (this.links.get(peer) === link) this.links.delete(peer)
@@ -792,6 +800,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
 
   private receive (stream: Stream, connection: Connection): void {
     const remote = connection.remotePeer.toString()
+    const batches = stream.protocol === DELIVER_PROTOCOL
     // frames are verified as they arrive (in parallel) and stored in arrival order, in batches:
     // everything that arrived while the previous batch was being synced goes in the next one
     const queue: Array<Promise<Checked>> = []
@@ -830,7 +839,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
         const now = Date.now()
         const admitted = now >= overloadedUntil && this.buckets.take(remote)
         if (!admitted) overloadedUntil = now + OVERLOAD_HOLD_MS
-        queue.push(this.check(bytes, remote, admitted))
+        queue.push(this.check(bytes, remote, admitted, batches))
         if (!draining) void drain()
       },
       onFramingError: (err) => {
@@ -845,10 +854,14 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     this.inbound.add(channel)
   }
 
-  /** Verify one frame: signature, signer == from, version, schema, addressed to us, not expired, within rate. */
-  private async check (bytes: Uint8Array, remote: string, admitted: boolean): Promise<Checked> {
+  /**
+   * Verify one frame: signature, signer == from, version, schema, addressed to us, not expired,
+   * within rate; batch-sealed only where the stream's version of the protocol has them.
+   */
+  private async check (bytes: Uint8Array, remote: string, admitted: boolean, batches: boolean): Promise<Checked> {
     let envelope: MessageEnvelope
     try {
+      if (!batches && isBatchSealed(bytes)) throw new UnsupportedVersionError('batch-sealed', `envelope on ${DELIVER_PROTOCOL_1_0}`)
       envelope = (await openEnvelope(bytes, { maxSize: this.maxFrameSize, allowExpired: true, checkSignature: this.verifier.check })).envelope
     } catch (err) {
       const reason = nackReasonFor(err as Error)

@@ -1,4 +1,4 @@
-import { type MessageEnvelope, sealEnvelope, sealEnvelopes } from '@persona-mesh/protocol'
+import { type MessageEnvelope, readStoredEnvelope, sealEnvelope, sealEnvelopes } from '@persona-mesh/protocol'
 import type { PrivateKey } from '@libp2p/interface'
 
 /** Most envelopes sealed under one signature: a proof of 7 hashes (224 bytes) per envelope. */
@@ -26,6 +26,11 @@ export class EnvelopeSealer {
       this.queue.push({ envelope, resolve, reject })
       if (this.queue.length === 1) setImmediate(() => { this.dispatch() })
     })
+  }
+
+  /** The envelope in `sealed` (one of ours, as queued) sealed alone: for a receiver that takes no batches. */
+  async sealAlone (sealed: Uint8Array): Promise<Uint8Array> {
+    return await sealEnvelope(readStoredEnvelope(sealed), this.key, { maxSize: this.maxSize })
   }
 
   private dispatch (): void {

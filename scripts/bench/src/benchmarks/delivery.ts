@@ -2,7 +2,7 @@
  * delivery: durable send → acked between two processes on 127.0.0.1, ~1 KiB frames, fsync on both
  * sides.
  *
- * Mesh: `node.send(receiver, body)` (sealed, synced into the outbox) → `/persona-mesh/deliver/1.0.0`
+ * Mesh: `node.send(receiver, body)` (sealed, synced into the outbox) → `/persona-mesh/deliver/1.1.0`
  * → receiver verifies, syncs it into its inbox, acks → sender syncs the settlement and emits
  * `message:delivered`. Latency is from the `send()` call to that event.
  *
