@@ -7,7 +7,7 @@ const log = logger('persona-mesh:burst')
 export const WORKER_BATCH = 16
 
 export interface BurstWorkerInit<I, O> {
-  /** For logs: what the worker does ("signing", "verifying"). */
+  /** For logs: what the worker does ("verifying"). */
   name: string
   /**
    * CommonJS run in the worker (`require`, `workerData` in scope) that defines `function work (item)`,
@@ -45,7 +45,7 @@ parentPort.on('message', ({ id, items }) => {
 `
 
 /**
- * CPU-bound work that comes in bursts (signing a window of sends, verifying a window of receipts),
+ * CPU-bound work that comes in bursts (verifying a window of receipts sealed one by one),
  * moved off the event loop in batches: everything asked for in one turn of the event loop, once it
  * is at least {@link WORKER_BATCH} items, goes to one worker thread in one message. Fewer are done
  * here, so a single item never waits for a hop to the worker, unless the worker still has earlier

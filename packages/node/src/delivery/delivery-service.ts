@@ -36,7 +36,7 @@ import {
 } from './constants.js'
 import type { DeliveryEvents, EnvelopeOptions, SendResult } from './index.js'
 import { EnvelopeSealer } from './sealer.js'
-import { createSigner, type Signer } from './signer.js'
+import { createSigner } from './signer.js'
 import { createVerifier, type Verifier } from './verifier.js'
 
 const log = logger('persona-mesh:delivery')
@@ -193,10 +193,8 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     if (evt.detail.protocols.some(p => DELIVER_PROTOCOLS.includes(p))) this.kick(evt.detail.peerId.toString(), true)
   }
 
-  /** Signs envelopes (see {@link createSigner}). */
-  private signer: Signer
   /** Seals bursts of sends under one signature (see {@link EnvelopeSealer}). */
-  private sealer: EnvelopeSealer
+  private readonly sealer: EnvelopeSealer
   /** Verifies the envelopes received (see {@link createVerifier}). */
   private verifier: Verifier
 
@@ -205,8 +203,7 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     this.buckets = new TokenBuckets(init.rateLimit ?? DEFAULT_DELIVERY_RATE)
     this.maxFrameSize = init.maxFrameSize ?? MAX_FRAME_SIZE
     this.self = components.libp2p.peerId.toString()
-    this.signer = createSigner(components.privateKey)
-    this.sealer = new EnvelopeSealer(this.signer, this.maxFrameSize)
+    this.sealer = new EnvelopeSealer(createSigner(components.privateKey), this.maxFrameSize)
     this.verifier = createVerifier()
   }
 
@@ -234,12 +231,10 @@ export class DeliveryService extends TypedEventEmitter<DeliveryEvents> {
     await Promise.all([...this.links.values()].map(async link => { await this.closeLink(link) }))
     await Promise.all([...this.inbound].map(async c => { await c.close() }))
     this.inbound.clear()
-    // fresh ones for a restart: they start no worker until a burst needs one
-    const { signer, verifier } = this
-    this.signer = createSigner(this.components.privateKey)
-    this.sealer = new EnvelopeSealer(this.signer, this.maxFrameSize)
+    // a fresh one for a restart: it starts no worker until a burst needs one
+    const { verifier } = this
     this.verifier = createVerifier()
-    await Promise.all([signer.close(), verifier.close()])
+    await verifier.close()
   }
 
   /** Seal an envelope for `to` (a PeerId), queue it durably, and start delivering it. */
