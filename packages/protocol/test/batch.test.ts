@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -11,6 +10,7 @@ import { canonicalEncode } from '../src/json.js'
 import { leafHash, merkleTree, proofShape, rootFromProof, sha256 } from '../src/merkle.js'
 import { openEnvelope, readStoredEnvelope, sealEnvelope, sealEnvelopes } from '../src/seal.js'
 import type { SignatureCheck } from '../src/signed.js'
+import { H, referencePath, referenceRoot } from './merkle-reference.js'
 import { rejection } from './rejection.js'
 
 // The batch-sealed form: a burst of envelopes under one signature over a Merkle root (RFC 9162),
@@ -34,26 +34,6 @@ beforeAll(async () => {
   aliceId = peerIdFromPrivateKey(alice).toString()
 })
 
-const H = (...parts: Uint8Array[]): Uint8Array => new Uint8Array(createHash('sha256').update(Buffer.concat(parts)).digest())
-
-/** MTH of RFC 9162 §2.1.1, written as the RFC states it. */
-function referenceRoot (leaves: Uint8Array[]): Uint8Array {
-  if (leaves.length === 1) return H(Uint8Array.of(0), leaves[0]!)
-  let k = 1
-  while (k * 2 < leaves.length) k *= 2
-  return H(Uint8Array.of(1), referenceRoot(leaves.slice(0, k)), referenceRoot(leaves.slice(k)))
-}
-
-/** PATH of RFC 9162 §2.1.3.1. */
-function referencePath (m: number, leaves: Uint8Array[]): Uint8Array[] {
-  if (leaves.length === 1) return []
-  let k = 1
-  while (k * 2 < leaves.length) k *= 2
-  return m < k
-    ? [...referencePath(m, leaves.slice(0, k)), referenceRoot(leaves.slice(k))]
-    : [...referencePath(m - k, leaves.slice(k)), referenceRoot(leaves.slice(0, k))]
-}
-
 const leavesOf = (n: number): Uint8Array[] => Array.from({ length: n }, (_, i) => new TextEncoder().encode(`leaf ${i}`))
 
 function envelopes (n: number, from = aliceId): MessageEnvelope[] {
@@ -64,6 +44,7 @@ describe('merkle (RFC 9162)', () => {
   it('sha256 is SHA-256', () => {
     const data = new TextEncoder().encode('persona mesh')
     expect(sha256(data)).toEqual(H(data))
+    expect(leafHash(data)).toEqual(H(Uint8Array.of(0), data))
   })
 
   it('gives the RFC\'s root and audit path for every leaf of trees of 1 to 40 leaves, and each path leads back to the root', () => {
