@@ -32,7 +32,7 @@ export {
 } from './envelope.js'
 export { sealEnvelope, sealEnvelopes, openEnvelope, readStoredEnvelope, decodeVersioned, type SealOptions, type OpenOptions, type OpenedEnvelope } from './seal.js'
 export { sealPayload, openPayload, type OpenedPayload, type SignatureCheck } from './signed.js'
-export { isBatchSealed, BATCH_DOMAIN, MAX_BATCH_SIZE } from './batch.js'
+export { isBatchSealed } from './batch.js'
 export { ed25519, libsodium, openssl, verifyOnThreadPool, sodiumModulePath, type Ed25519 } from './ed25519.js'
 export * from './rpc.js'
 export * from './card.js'
